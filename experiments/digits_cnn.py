@@ -1,0 +1,41 @@
+"""CNN on scikit-learn's 8x8 digits (the default experiment, `make train`).
+
+    python -m jaxdl.train --config experiments/digits_cnn.py --workdir runs/digits_cnn
+    python -m jaxdl.train --config experiments/digits_cnn.py:quick --workdir runs/smoke
+"""
+
+from jaxdl.config import base_config, check_variant, make_quick
+
+
+def get_config(variant: str = ""):
+    check_variant(variant)
+    config = base_config()
+    config.data.name = "digits"
+    config.data.batch_size = 64
+
+    config.model.name = "cnn"
+    config.model.conv_features = (32, 64, 128)
+    config.model.convs_per_stage = 2
+    config.model.kernel_size = 3
+    config.model.pooling = "max"
+    config.model.global_pool = "avg"
+    config.model.dense_sizes = ()
+    config.model.activation = "relu"
+    config.model.batch_norm = True
+    config.model.dropout_rate = 0.1
+
+    config.optimizer.name = "adamw"
+    config.optimizer.learning_rate = 3e-3
+    config.optimizer.weight_decay = 1e-4
+    config.schedule.name = "warmup_cosine"
+    config.schedule.warmup_steps = 100
+
+    config.train.num_steps = 1500
+    config.train.eval_every = 100
+    config.train.checkpoint_every = 500
+
+    if variant == "quick":
+        config.model.conv_features = (8, 16)
+        config.model.convs_per_stage = 1
+        make_quick(config)
+    return config

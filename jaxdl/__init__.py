@@ -1,0 +1,6 @@
+"""jaxdl: a functional JAX research codebase.
+
+Layers point one way: models <- tasks <- engine <- CLI. See docs/architecture.md.
+"""
+
+__version__ = "0.1.0"

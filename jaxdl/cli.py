@@ -1,0 +1,195 @@
+"""The `jaxdl` command: `train`, `eval` and `list`.
+
+    jaxdl train --config experiments/digits_cnn.py --workdir runs/digits_cnn --config.seed=1
+    jaxdl eval --workdir runs/digits_cnn
+    jaxdl list
+
+`python -m jaxdl.train ...` is the same as `jaxdl train ...`. Bad input exits with code 2.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import ml_collections
+from absl import flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+from jaxdl import config as config_lib
+from jaxdl.errors import UserInputError, close_matches
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def _resolve_experiment(spec: str) -> tuple[Path, str]:
+    """`path.py[:arg]` or a bare experiment name from experiments/, e.g. `digits_cnn:quick`."""
+    path_part, _, arg = spec.partition(":")
+    path = Path(path_part)
+    if path.suffix != ".py":
+        path = EXPERIMENTS_DIR / f"{path_part}.py"
+    if not path.is_file():
+        known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py") if not p.stem.startswith("_"))
+        raise UserInputError(
+            f"--config {spec}: no experiment file {path}.{close_matches(path.stem, known)} "
+            f"Experiments in {EXPERIMENTS_DIR}: {', '.join(known)}."
+        )
+    return path, arg
+
+
+def _load_experiment(path: Path, arg: str) -> ml_collections.ConfigDict:
+    spec = importlib.util.spec_from_file_location(f"jaxdl_experiment_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def _split_overrides(tokens: list[str]) -> list[tuple[str, str | None]]:
+    """Pairs (`config.a.b`, value) from `--config.a.b=v` or `--config.a.b v` tokens."""
+    pairs, i = [], 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--config."):
+            raise UserInputError(
+                f"unexpected argument {token!r}; config fields are set as --config.FIELD=VALUE."
+            )
+        name, eq, value = token[2:].partition("=")
+        if not eq and i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+            value, i = tokens[i + 1], i + 1
+        pairs.append((name, value if eq or value else None))
+        i += 1
+    return pairs
+
+
+def parse_config(spec: str, override_tokens: list[str]) -> ml_collections.ConfigDict:
+    """The experiment's config with command-line overrides applied and checked."""
+    path, arg = _resolve_experiment(spec)
+    known = config_lib.flatten(_load_experiment(path, arg))
+    overrides = _split_overrides(override_tokens)
+    for name, _ in overrides:
+        key = name.removeprefix("config.")
+        if key not in known:
+            raise UserInputError(
+                f"unknown config field --{name}.{close_matches(key, known)} "
+                f"Run `jaxdl train --config {spec} --show_config` to see every field."
+            )
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        "config", None, "experiment file", flag_values=flag_values, lock_config=True
+    )
+    argv = ["jaxdl", f"--config={path}{':' + arg if arg else ''}"]
+    argv += [f"--{name}={value}" if value is not None else f"--{name}" for name, value in overrides]
+    try:
+        flag_values(argv)
+    except flags.IllegalFlagValueError as error:
+        key = str(error).split("=")[0].removeprefix("flag --")
+        expected = type(known.get(key.removeprefix("config."))).__name__
+        raise UserInputError(f"{error}. The field {key} takes a {expected}.") from None
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
+        raise UserInputError(f"bad config override: {error}") from None
+    return flag_values.config
+
+
+def _quiet_logs() -> None:
+    # Orbax and JAX log hundreds of INFO lines per run; warnings still show.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    # Grain worker processes read absl flags; mark them parsed since we use argparse.
+    flags.FLAGS.mark_as_parsed()
+
+
+def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
+    from jaxdl.engine import loop, workdir
+    from jaxdl.engine.faults import FaultPlan
+
+    config = parse_config(args.config, rest)
+    if args.show_config:
+        print(config)
+        return 0
+    faults = FaultPlan.from_env(dict(os.environ))
+    run_dir = Path(args.workdir)
+    # Decide about the workdir first (cheap), then check everything else before writing to it.
+    state = workdir.inspect_workdir(run_dir, config, fresh=args.fresh)
+    if state is workdir.WorkdirState.FINISHED:
+        summary = json.loads((run_dir / workdir.SUMMARY_FILE).read_text())
+        print(
+            f"{run_dir} already holds a finished run of this config "
+            f"({summary['steps']} steps, {json.dumps(summary['final_metrics'])}); nothing to do. "
+            "Pass --fresh to train again (the old run is moved aside)."
+        )
+        return 0
+    _quiet_logs()
+    plan = loop.setup(config)
+    if state is workdir.WorkdirState.NEW:
+        moved = workdir.start_new(run_dir, config)
+        if moved:
+            print(f"moved the previous contents of {run_dir} to {moved}")
+    summary = loop.train(plan, run_dir, faults)
+    print(json.dumps({k: summary[k] for k in ("final_metrics", "steps", "wall_seconds")}))
+    print(f"wrote {run_dir / workdir.SUMMARY_FILE}, curves.png, metrics.jsonl, tensorboard/")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
+    from jaxdl.engine import evaluation
+
+    if rest:
+        raise UserInputError(f"jaxdl eval takes no config overrides; got {' '.join(rest)}.")
+    _quiet_logs()
+    metrics = evaluation.evaluate_workdir(Path(args.workdir), args.checkpoint, args.split)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, rest: list[str]) -> int:
+    from jaxdl import data, models, tasks
+
+    experiments = sorted(p for p in EXPERIMENTS_DIR.glob("*.py") if not p.stem.startswith("_"))
+    print("experiments (--config NAME or PATH, add :quick for a smoke run):")
+    for path in experiments:
+        doc = (path.read_text().split('"""')[1:2] or [""])[0].strip().splitlines()
+        print(f"  {path.stem:24s} {doc[0] if doc else ''}")
+    print(f"models:     {', '.join(models.MODEL_NAMES)}")
+    print(f"datasets:   {', '.join(data.DATASET_NAMES)}, npz:/path/file.npz")
+    print(f"tasks:      {', '.join(tasks.TASK_NAMES)}")
+    print(f"optimizers: {', '.join(config_lib.OPTIMIZERS)}")
+    print(f"schedules:  {', '.join(config_lib.SCHEDULES)}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxdl", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train (or resume) an experiment in a workdir")
+    train.add_argument("--config", required=True, help="experiment file or name, e.g. digits_cnn")
+    train.add_argument("--workdir", help="where the run's files go (required unless --show_config)")
+    train.add_argument(
+        "--fresh", action="store_true", help="move an existing run aside, start over"
+    )
+    train.add_argument("--show_config", action="store_true", help="print the resolved config")
+    train.set_defaults(handler=cmd_train)
+    evaluate = sub.add_parser("eval", help="evaluate a run's checkpoint")
+    evaluate.add_argument("--workdir", required=True)
+    evaluate.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
+    evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    evaluate.set_defaults(handler=cmd_eval)
+    listing = sub.add_parser("list", help="list experiments, models, datasets and options")
+    listing.set_defaults(handler=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, rest = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.command == "train" and not args.workdir and not args.show_config:
+            raise UserInputError("jaxdl train needs --workdir DIR (where the run's files go).")
+        return args.handler(args, rest)
+    except UserInputError as error:
+        print(f"jaxdl: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

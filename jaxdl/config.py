@@ -1,0 +1,157 @@
+"""The base config every experiment extends, and the checks run on a resolved config.
+
+Experiments in `experiments/` call `base_config()` and override fields; the CLI applies
+`--config.x=y` overrides on top. `validate` runs before anything touches the workdir.
+"""
+
+from typing import Any
+
+import ml_collections
+
+from jaxdl.errors import UserInputError
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+SCHEDULES = ("constant", "warmup_cosine", "step")
+MESH_STRATEGIES = ("data_parallel", "fsdp")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Fields shared by all experiments. Family-specific model fields are added by each experiment."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.task = ml_collections.ConfigDict({"name": "classification", "label_smoothing": 0.0})
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "digits"
+    config.data.data_dir = ""  # '' means TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR).
+    config.data.validation_fraction = 0.1
+    config.data.input_kind = "auto"
+    config.data.batch_size = 128  # Global batch, split over all devices.
+    config.data.eval_batch_size = 256
+    config.data.worker_count = 0  # Grain worker processes; batch order depends on it.
+    config.data.augment = ()  # Train-time augmentations: 'shift', 'flip'.
+    config.data.max_shift = 1  # Pixels, for 'shift'.
+
+    config.model = ml_collections.ConfigDict({"name": "mlp"})
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "adamw"
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.momentum = 0.9  # sgd-family only.
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.999
+    config.optimizer.eps = 1e-8
+    config.optimizer.weight_decay = 0.0
+    config.optimizer.decay_all_params = False  # False: biases and norm scales are not decayed.
+    config.optimizer.grad_clip_norm = 0.0  # 0 disables clipping.
+
+    config.schedule = ml_collections.ConfigDict()
+    config.schedule.name = "warmup_cosine"
+    config.schedule.warmup_steps = 0
+    config.schedule.end_factor = 0.0  # Final LR as a fraction of the peak (cosine).
+    config.schedule.boundaries = (0.5, 0.75)  # 'step': fractions of train.num_steps.
+    config.schedule.decay_factor = 0.1  # 'step': LR multiplier at each boundary.
+
+    config.train = ml_collections.ConfigDict()
+    config.train.num_steps = 1000
+    config.train.log_every = 50
+    config.train.eval_every = 100
+    config.train.checkpoint_every = 200
+    config.train.keep_checkpoints = (
+        2  # Latest N kept for resuming; the best one is always kept too.
+    )
+    config.train.monitor = (
+        "accuracy"  # Validation metric for early stopping and the best checkpoint.
+    )
+    config.train.monitor_mode = "max"
+    config.train.patience = (
+        0  # Evaluations without improvement before stopping; 0 never stops early.
+    )
+    config.train.progress_bar = True
+
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.strategy = "data_parallel"  # 'fsdp' shards parameters over the same axis.
+    config.mesh.num_devices = 0  # 0 uses every local device.
+    return config
+
+
+def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+    """Dotted-key view of a config, with sequences as lists (the form saved to config.json)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            flat.update(flatten(value, name + "."))
+        elif isinstance(value, tuple | list):
+            flat[name] = list(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable lines for each field that differs between two flattened configs."""
+    lines = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        if old != new:
+            lines.append(f"  {key}: {old!r} -> {new!r}")
+    return lines
+
+
+def _require(condition: bool, field: str, message: str) -> None:
+    if not condition:
+        raise UserInputError(f"config.{field}: {message}")
+
+
+def _check_choice(config: ml_collections.ConfigDict, field: str, choices: tuple[str, ...]) -> None:
+    value = config
+    for part in field.split("."):
+        value = value[part]
+    _require(value in choices, field, f"got {value!r}; choose one of {', '.join(choices)}.")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks the fields the engine owns; models, data and tasks check their own on construction."""
+    _check_choice(config, "optimizer.name", OPTIMIZERS)
+    _check_choice(config, "schedule.name", SCHEDULES)
+    _check_choice(config, "mesh.strategy", MESH_STRATEGIES)
+    _check_choice(config, "train.monitor_mode", ("max", "min"))
+    _require(config.optimizer.learning_rate > 0, "optimizer.learning_rate", "must be > 0.")
+    _require(config.optimizer.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0.")
+    _require(config.optimizer.grad_clip_norm >= 0, "optimizer.grad_clip_norm", "must be >= 0.")
+    for field in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+        _require(config.train[field] > 0, f"train.{field}", "must be a positive integer.")
+    _require(config.train.patience >= 0, "train.patience", "must be >= 0 (0 disables it).")
+    _require(config.data.batch_size > 0, "data.batch_size", "must be a positive integer.")
+    _require(config.data.eval_batch_size > 0, "data.eval_batch_size", "must be a positive integer.")
+    _require(config.mesh.num_devices >= 0, "mesh.num_devices", "must be >= 0 (0 uses all).")
+    _require(
+        0 <= config.schedule.warmup_steps < config.train.num_steps,
+        "schedule.warmup_steps",
+        "must be >= 0 and smaller than train.num_steps.",
+    )
+    _require(
+        all(0 < b < 1 for b in config.schedule.boundaries),
+        "schedule.boundaries",
+        "must be fractions of train.num_steps strictly between 0 and 1.",
+    )
+
+
+def make_quick(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A smoke-run variant of an experiment: a few dozen steps, every code path exercised."""
+    config.schedule.warmup_steps = min(config.schedule.warmup_steps, 5)
+    config.train.num_steps = 40
+    config.train.log_every = 10
+    config.train.eval_every = 20
+    config.train.checkpoint_every = 20
+    return config
+
+
+def check_variant(variant: str, known: tuple[str, ...] = ("quick",)) -> None:
+    if variant and variant not in known:
+        raise UserInputError(
+            f"unknown experiment variant {variant!r}; choose one of {', '.join(known)} "
+            "(written as --config FILE.py:VARIANT)."
+        )

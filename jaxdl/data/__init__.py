@@ -1,0 +1,19 @@
+"""Data: datasets as DatasetSpec (TFDS data sources or .npz files) and Grain pipelines over them.
+
+Imported by the engine and the CLI only. Nothing here imports TensorFlow.
+"""
+
+from jaxdl.data.augment import AUGMENTATIONS, build_augmentations
+from jaxdl.data.datasets import DATASET_NAMES, load_dataset
+from jaxdl.data.pipeline import eval_batches, train_iterator
+from jaxdl.data.spec import DatasetSpec
+
+__all__ = [
+    "AUGMENTATIONS",
+    "DATASET_NAMES",
+    "DatasetSpec",
+    "build_augmentations",
+    "eval_batches",
+    "load_dataset",
+    "train_iterator",
+]

@@ -1,0 +1,40 @@
+"""load_dataset: from the `data` sub-config to a DatasetSpec."""
+
+import functools
+from collections.abc import Callable
+
+from ml_collections import ConfigDict
+
+from jaxdl.data.npz_source import NPZ_PREFIX, load_npz
+from jaxdl.data.spec import DatasetSpec
+from jaxdl.data.tfds_sources import TFDS_IMAGE_DATASETS, load_digits, load_tfds_images
+from jaxdl.errors import UserInputError, unknown_name_error
+
+# Each loader takes keyword arguments data_dir, validation_fraction, input_kind.
+_LOADERS: dict[str, Callable[..., DatasetSpec]] = {
+    "digits": load_digits,
+    **{name: functools.partial(load_tfds_images, name) for name in TFDS_IMAGE_DATASETS},
+}
+DATASET_NAMES: tuple[str, ...] = tuple(_LOADERS)
+
+
+def load_dataset(config: ConfigDict) -> DatasetSpec:
+    """The dataset `config.name` names, with fixed train/validation/test splits.
+
+    Reads name, data_dir ('' = the TFDS default), validation_fraction (used only when the
+    dataset has no validation split) and input_kind; other fields are for the pipeline.
+    """
+    name = config.name
+    if not isinstance(name, str):
+        raise UserInputError(f"data.name must be a string, got {name!r}.")
+    validation_fraction = config.get("validation_fraction", 0.1)
+    input_kind = config.get("input_kind", "auto")
+    if name.startswith(NPZ_PREFIX):
+        return load_npz(name, validation_fraction=validation_fraction, input_kind=input_kind)
+    if name not in _LOADERS:
+        raise unknown_name_error("dataset", name, [*DATASET_NAMES, f"{NPZ_PREFIX}<path>"])
+    return _LOADERS[name](
+        data_dir=config.get("data_dir", ""),
+        validation_fraction=validation_fraction,
+        input_kind=input_kind,
+    )

@@ -1,0 +1,109 @@
+"""Datasets read with tfds.data_source: the TFDS image catalog and the local digits builder.
+
+Only tfds.data_source is used: tfds.load and as_dataset import TensorFlow, which jaxdl does
+not install. data_source needs the array_record file format.
+"""
+
+import pathlib
+from collections.abc import Mapping, Sequence
+
+import tensorflow_datasets as tfds
+
+from jaxdl.data import digits_builder
+from jaxdl.data.spec import (
+    SPLIT_NAMES,
+    DatasetSpec,
+    RecordSource,
+    ScaleToFloat,
+    resolve_input_shape,
+    split_off_validation,
+)
+from jaxdl.errors import UserInputError
+
+# All three ship train and test only; validation is carved from the end of train.
+TFDS_IMAGE_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+ARRAY_RECORD = tfds.core.file_adapters.FileFormat.ARRAY_RECORD
+
+
+def load_digits(*, data_dir: str, validation_fraction: float, input_kind: str) -> DatasetSpec:
+    """scikit-learn digits, prepared into data_dir on first use (no network needed)."""
+    del validation_fraction  # The builder has fixed splits, validation included.
+    # Bars would flood logs on every first run; TFDS still prints one line to stdout.
+    tfds.disable_progress_bar()
+    builder = digits_builder.SklearnDigits(data_dir=data_dir or None, file_format=ARRAY_RECORD)
+    # The GCS probe is a network call: skip it, this builder is never published there.
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+    )
+    splits = _open_prepared(digits_builder.BUILDER_NAME, SPLIT_NAMES, data_dir)
+    return _image_spec("digits", splits, digits_builder.MAX_PIXEL, input_kind)
+
+
+def load_tfds_images(
+    name: str, *, data_dir: str, validation_fraction: float, input_kind: str
+) -> DatasetSpec:
+    """mnist / fashion_mnist / cifar10 from an already prepared data_dir; never downloads."""
+    splits = _open_prepared(name, ("train", "test"), data_dir)
+    train, validation = split_off_validation(
+        splits["train"], validation_fraction, what=f"dataset {name!r}"
+    )
+    splits = {"train": train, "validation": validation, "test": splits["test"]}
+    return _image_spec(name, splits, 255, input_kind)
+
+
+def _image_spec(
+    name: str, splits: Mapping[str, RecordSource], pixel_max: int, input_kind: str
+) -> DatasetSpec:
+    features = splits["test"].dataset_info.features
+    input_shape = resolve_input_shape(
+        tuple(features["image"].shape), input_kind, what=f"dataset {name!r}"
+    )
+    return DatasetSpec(
+        name=name,
+        splits=splits,
+        preprocess=ScaleToFloat("image", input_shape, float(pixel_max)),
+        input_shape=input_shape,
+        num_classes=features["label"].num_classes,
+    )
+
+
+def _open_prepared(name: str, splits: Sequence[str], data_dir: str) -> dict[str, RecordSource]:
+    try:
+        return tfds.data_source(
+            name,
+            split={split: split for split in splits},
+            data_dir=data_dir or None,
+            download=False,
+        )
+    except Exception as error:  # TFDS raises assorted types here; what is on disk says which.
+        problem = _preparation_problem(name, data_dir)
+        if problem is None:
+            raise
+        raise problem from error
+
+
+def _preparation_problem(name: str, data_dir: str) -> UserInputError | None:
+    """Why `name` cannot be read from data_dir, or None when it looks fine."""
+    builder = tfds.builder(name, data_dir=data_dir or None)
+    # builder.data_dir is <root>/<name>/<version>.
+    root = pathlib.Path(builder.data_dir).parents[1]
+    where = (
+        f"{root} (data.data_dir)" if data_dir else f"{root} (the TFDS default: data.data_dir='')"
+    )
+    build = (
+        f"On a machine with internet (and TensorFlow) run `tfds build {name} --data_dir DIR "
+        f"--file_format array_record`, then copy DIR/{name} into {root} "
+        "(or set data.data_dir to the folder that holds it)."
+    )
+    if not builder.is_prepared():
+        return UserInputError(
+            f"dataset {name!r} is not prepared in {where}. This machine has no "
+            f"internet, so jaxdl never downloads it. {build}"
+        )
+    if builder.info.file_format != ARRAY_RECORD:
+        return UserInputError(
+            f"dataset {name!r} in {where} was prepared as "
+            f"{builder.info.file_format.value}; jaxdl reads array_record only, because random "
+            f"access without TensorFlow needs it. {build}"
+        )
+    return None

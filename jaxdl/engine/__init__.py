@@ -1,0 +1,1 @@
+"""The training engine: devices, the loop, checkpoints and what a run leaves in its workdir."""

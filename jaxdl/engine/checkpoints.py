@@ -1,0 +1,94 @@
+"""Orbax checkpoints of the whole run: train state, data iterator position and loop bookkeeping.
+
+One manager keeps the latest N checkpoints for resuming plus the best one by validation score.
+Only checkpoints that improved the score carry metrics, so "best" never has ties. Saves are
+atomic (Orbax writes to a temporary directory and renames it), so a process killed mid-save
+leaves the previous checkpoints intact.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import grain
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+
+class Checkpointer:
+    def __init__(self, directory: Path, keep: int):
+        preservation = policies.AnyPreservationPolicy(
+            [
+                policies.LatestN(keep),
+                policies.BestN(
+                    get_metric_fn=lambda metrics: metrics["score"],
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                ),
+            ]
+        )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=preservation,
+            cleanup_tmp_directories=True,
+            create=True,
+        )
+        self.manager = ocp.CheckpointManager(directory.absolute(), options=options)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(
+        self,
+        step: int,
+        state: Any,
+        data_iterator: Any,
+        loop_state: dict[str, Any],
+        score: float | None,
+    ) -> None:
+        """Saves asynchronously; `score` (higher is better) marks a new best checkpoint."""
+        if step in self.manager.all_steps():
+            # A resumed run replaying steps reaches the same state; the saved copy stands.
+            return
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=grain.checkpoint.CheckpointSave(data_iterator),
+                loop=ocp.args.JsonSave(loop_state),
+            ),
+            metrics=None if score is None else {"score": score},
+            force=True,
+        )
+
+    def restore(
+        self, step: int, abstract_state: Any, data_iterator: Any
+    ) -> tuple[Any, dict[str, Any]]:
+        """The state (placed as `abstract_state`'s shardings say) and the loop bookkeeping.
+
+        `data_iterator` is moved in place to where the checkpoint left it.
+        """
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=grain.checkpoint.CheckpointRestore(data_iterator),
+                loop=ocp.args.JsonRestore(),
+            ),
+        )
+        return restored.state, restored.loop
+
+    def restore_state(self, step: int, abstract_state: Any) -> Any:
+        """Only the train state, e.g. the best checkpoint for the final test evaluation."""
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+        )
+        return restored.state
+
+    def restore_loop(self, step: int) -> dict[str, Any]:
+        restored = self.manager.restore(step, args=ocp.args.Composite(loop=ocp.args.JsonRestore()))
+        return restored.loop
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()

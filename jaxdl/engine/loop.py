@@ -1,0 +1,297 @@
+"""The training loop: one loop for every task.
+
+`setup` builds and checks everything (data, task, mesh, state shapes) without touching the workdir,
+so bad input fails before anything is written. `train` then runs, evaluates, checkpoints and
+resumes; the task supplies only `init_state`, `train_step` and `eval_step`.
+"""
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from jaxdl import config as config_lib
+from jaxdl import data
+from jaxdl.engine import sharding
+from jaxdl.engine.checkpoints import Checkpointer
+from jaxdl.engine.faults import FaultPlan
+from jaxdl.engine.fingerprint import count_params, tree_fingerprint
+from jaxdl.engine.metrics_log import MetricsLog, format_metrics
+from jaxdl.engine.plots import plot_curves
+from jaxdl.engine.workdir import SUMMARY_FILE, write_json
+from jaxdl.errors import UserInputError
+from jaxdl.tasks import Task, build_task
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """A checked run plan: everything `train` and `evaluate` need except the workdir."""
+
+    config: ml_collections.ConfigDict
+    dataset: data.DatasetSpec
+    augmentations: tuple
+    task: Task
+    mesh: jax.sharding.Mesh
+    abstract_state: Any  # ShapeDtypeStructs carrying their shardings.
+    eval_metric_names: tuple[str, ...]
+
+    @property
+    def state_sharding(self) -> Any:
+        return jax.tree.map(lambda leaf: leaf.sharding, self.abstract_state)
+
+    @property
+    def batch_sharding(self) -> jax.sharding.NamedSharding:
+        return sharding.batch_sharding(self.mesh)
+
+    def example_batch(self) -> dict[str, np.ndarray]:
+        # One example is enough: parameter shapes never depend on the batch size.
+        return {
+            "input": np.zeros((1, *self.dataset.input_shape), np.float32),
+            "label": np.zeros((1,), np.int32),
+        }
+
+
+def setup(config: ml_collections.ConfigDict) -> Setup:
+    """Resolves and checks a config; raises UserInputError on anything a user must fix."""
+    config_lib.validate(config)
+    dataset = data.load_dataset(config.data)
+    augmentations = data.build_augmentations(config.data, dataset.input_shape)
+    task = build_task(config, dataset)
+    mesh = sharding.make_mesh(config.mesh.num_devices)
+    sharding.check_batch_divisible(config.data.batch_size, mesh, "data.batch_size")
+    sharding.check_batch_divisible(config.data.eval_batch_size, mesh, "data.eval_batch_size")
+
+    example = {
+        "input": np.zeros((1, *dataset.input_shape), np.float32),
+        "label": np.zeros((1,), np.int32),
+    }
+    shapes = jax.eval_shape(task.init_state, jax.random.PRNGKey(0), example)
+    shardings = sharding.state_shardings(shapes, mesh, config.mesh.strategy)
+    abstract_state = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+    )
+    eval_shapes = jax.eval_shape(
+        task.eval_step, shapes, {**example, "mask": np.ones(1, np.float32)}
+    )
+    eval_metric_names = tuple(sorted(name for name in eval_shapes if name != "count"))
+    if config.train.monitor not in eval_metric_names:
+        raise UserInputError(
+            f"config.train.monitor={config.train.monitor!r} is not a validation metric of task "
+            f"{config.task.name!r}; choose one of {', '.join(eval_metric_names)}."
+        )
+    return Setup(config, dataset, augmentations, task, mesh, abstract_state, eval_metric_names)
+
+
+def init_state(plan: Setup) -> Any:
+    init = jax.jit(plan.task.init_state, out_shardings=plan.state_sharding)
+    return init(jax.random.PRNGKey(plan.config.seed), plan.example_batch())
+
+
+def make_eval_fn(plan: Setup):
+    """Returns `evaluate(state, split) -> metrics` over one full pass of a split."""
+    eval_step = jax.jit(
+        plan.task.eval_step,
+        in_shardings=(plan.state_sharding, plan.batch_sharding),
+        out_shardings=sharding.replicated(plan.mesh),
+    )
+    local_batch = plan.config.data.eval_batch_size // jax.process_count()
+
+    def evaluate(state: Any, split: str) -> dict[str, float]:
+        sums = None
+        for batch in data.eval_batches(plan.dataset, split, batch_size=local_batch):
+            out = eval_step(state, sharding.put_batch(batch, plan.batch_sharding))
+            sums = out if sums is None else jax.tree.map(np.add, sums, out)
+        sums = {name: float(value) for name, value in jax.device_get(sums).items()}
+        return plan.task.finalize_eval(sums)
+
+    return evaluate
+
+
+class Throughput:
+    """Steady-state steps/s: counts only stretches of pure training, after the first (compiling) step."""
+
+    def __init__(self, steps: int = 0, seconds: float = 0.0):
+        self.steps, self.seconds = steps, seconds
+        self._start: tuple[float, int] | None = None
+
+    def start(self, step: int) -> None:
+        self._start = (time.perf_counter(), step)
+
+    def stop(self, step: int) -> None:
+        if self._start is not None:
+            self.seconds += time.perf_counter() - self._start[0]
+            self.steps += step - self._start[1]
+            self._start = None
+
+    @property
+    def steps_per_second(self) -> float | None:
+        return self.steps / self.seconds if self.seconds > 0 else None
+
+
+def _new_loop_state() -> dict[str, Any]:
+    return {
+        "best_score": None,
+        "best_step": None,
+        "best_metrics": {},
+        "evals_since_best": 0,
+        "stopped_early": False,
+        "wall_seconds": 0.0,
+        "timed_steps": 0,
+        "timed_seconds": 0.0,
+    }
+
+
+def _mean_metrics(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
+    fetched = jax.device_get(pending)
+    return {name: float(np.mean([m[name] for m in fetched])) for name in fetched[0]}
+
+
+def train(plan: Setup, workdir: Path, faults: FaultPlan | None = None) -> dict[str, Any]:
+    """Trains to the end (or early stop), resuming from the latest checkpoint if there is one."""
+    faults = faults or FaultPlan()
+    config = plan.config
+    wall_start = time.perf_counter()
+    num_steps = config.train.num_steps
+    monitor_sign = 1.0 if config.train.monitor_mode == "max" else -1.0
+
+    checkpointer = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
+    train_iter = data.train_iterator(
+        plan.dataset,
+        batch_size=config.data.batch_size // jax.process_count(),
+        seed=config.seed,
+        worker_count=config.data.worker_count,
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+        augmentations=plan.augmentations,
+    )
+    latest = checkpointer.latest_step()
+    if latest is None:
+        state, loop = init_state(plan), _new_loop_state()
+    else:
+        state, loop = checkpointer.restore(latest, plan.abstract_state, train_iter)
+    step = int(jax.device_get(state.step))
+    throughput = Throughput(loop["timed_steps"], loop["timed_seconds"])
+    log = MetricsLog(workdir, resume_step=step)
+    evaluate = make_eval_fn(plan)
+    train_step = jax.jit(
+        plan.task.train_step,
+        in_shardings=(plan.state_sharding, plan.batch_sharding),
+        out_shardings=(plan.state_sharding, sharding.replicated(plan.mesh)),
+        donate_argnums=0,
+    )
+
+    num_params = count_params(plan.task.params(state))
+    tqdm.write(
+        f"jaxdl: {config.model.name} on {plan.dataset.name} "
+        f"({', '.join(f'{s}={len(src)}' for s, src in plan.dataset.splits.items())}), "
+        f"{num_params:,} params, {plan.mesh.size} {jax.devices()[0].platform} device(s), "
+        + (f"resuming at step {step}" if step else "starting")
+    )
+    bar = tqdm(
+        total=num_steps,
+        initial=step,
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+        disable=None if config.train.progress_bar else True,
+    )
+    pending: list[dict[str, jax.Array]] = []
+    first_step_of_process = True
+    while step < num_steps and not loop["stopped_early"]:
+        batch = sharding.put_batch(next(train_iter), plan.batch_sharding)
+        state, metrics = train_step(state, batch)
+        step += 1
+        pending.append(metrics)
+        bar.update(1)
+        faults.after_step(step)
+        if first_step_of_process:
+            jax.block_until_ready(state)
+            throughput.start(step)
+            first_step_of_process = False
+
+        is_last = step == num_steps
+        if step % config.train.log_every == 0 or is_last:
+            train_metrics = _mean_metrics(pending)
+            pending = []
+            log.write(step, "train", train_metrics)
+            bar.set_postfix(loss=f"{train_metrics['loss']:.4f}", refresh=False)
+
+        do_eval = step % config.train.eval_every == 0 or is_last
+        do_checkpoint = step % config.train.checkpoint_every == 0 or is_last
+        if not (do_eval or do_checkpoint):
+            continue
+        jax.block_until_ready(state)
+        throughput.stop(step)
+        score = None
+        if do_eval:
+            val = evaluate(state, "validation")
+            log.write(step, "val", val)
+            current = monitor_sign * val[config.train.monitor]
+            if loop["best_score"] is None or current > loop["best_score"]:
+                loop.update(
+                    best_score=current, best_step=step, best_metrics=val, evals_since_best=0
+                )
+                score = current
+            else:
+                loop["evals_since_best"] += 1
+            patience = config.train.patience
+            loop["stopped_early"] = bool(patience and loop["evals_since_best"] >= patience)
+            tqdm.write(f"step {step}: val {format_metrics(val)}")
+        if do_checkpoint or score is not None or loop["stopped_early"]:
+            loop.update(
+                wall_seconds=loop["wall_seconds"] + time.perf_counter() - wall_start,
+                timed_steps=throughput.steps,
+                timed_seconds=throughput.seconds,
+            )
+            wall_start = time.perf_counter()
+            checkpointer.save(step, state, train_iter, loop, score)
+            faults.after_save_started(step)
+        throughput.start(step)
+    bar.close()
+    checkpointer.wait()
+    if loop["stopped_early"]:
+        tqdm.write(
+            f"early stop at step {step}: no {config.train.monitor} improvement in "
+            f"{config.train.patience} evaluations"
+        )
+
+    best_step = loop["best_step"]
+    if best_step is None or best_step == step:
+        best_state = state
+    else:
+        best_state = checkpointer.restore_state(best_step, plan.abstract_state)
+    test = evaluate(best_state, "test")
+    log.write(step, "test", test)
+    tqdm.write(f"test (best checkpoint, step {best_step}): {format_metrics(test)}")
+
+    wall_seconds = loop["wall_seconds"] + time.perf_counter() - wall_start
+    summary = {
+        "final_metrics": {f"test/{k}": v for k, v in test.items()},
+        "final_metrics_step": best_step,
+        "best_metrics": {
+            "step": best_step,
+            **{f"val/{k}": v for k, v in loop["best_metrics"].items()},
+        },
+        "steps": step,
+        "stopped_early": loop["stopped_early"],
+        "wall_seconds": round(wall_seconds, 3),
+        "steps_per_second": throughput.steps_per_second,
+        "params_fingerprint": tree_fingerprint(plan.task.params(state)),
+        "num_params": num_params,
+        "devices": plan.mesh.size,
+        "platform": jax.devices()[0].platform,
+        "jax_version": jax.__version__,
+        "experiment": config.get("experiment_name", ""),
+    }
+    write_json(workdir / SUMMARY_FILE, summary)
+    plot_curves(workdir, workdir / "curves.png")
+    log.close()
+    checkpointer.close()
+    if hasattr(train_iter, "close"):
+        train_iter.close()
+    return summary

@@ -1,0 +1,42 @@
+"""Training curves as a PNG: one panel per metric, train and validation together."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # Headless: runs on servers and CI without a display.
+import matplotlib.pyplot as plt
+
+from jaxdl.engine.metrics_log import read_records
+
+SKIPPED = {"step", "split", "learning_rate", "grad_norm"}
+
+
+def plot_curves(workdir: Path, out_path: Path) -> Path | None:
+    records = read_records(workdir)
+    curves: dict[str, dict[str, tuple[list, list]]] = {}
+    for record in records:
+        if record["split"] == "test":
+            continue
+        for name, value in record.items():
+            if name in SKIPPED or not isinstance(value, int | float):
+                continue
+            steps, values = curves.setdefault(name, {}).setdefault(record["split"], ([], []))
+            steps.append(record["step"])
+            values.append(value)
+    if not curves:
+        return None
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6), squeeze=False)
+    for ax, (name, by_split) in zip(axes[0], sorted(curves.items()), strict=True):
+        for split, (steps, values) in sorted(by_split.items()):
+            ax.plot(steps, values, label=split, marker="o" if split == "val" else None, ms=3)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        if name == "loss":
+            ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path

@@ -1,0 +1,23 @@
+"""The one exception type for bad user input; the CLI turns it into a message and exit code 2."""
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserInputError(Exception):
+    """Bad configuration, data file or workdir: the message names the field or file and the fix."""
+
+
+def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> str:
+    """A ' Did you mean: a, b?' suffix, or '' when nothing is close."""
+    matches = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.6)
+    return f" Did you mean: {', '.join(matches)}?" if matches else ""
+
+
+def unknown_name_error(kind: str, name: str, registered: Iterable[str]) -> UserInputError:
+    """Error for a name missing from a registry, listing what is registered."""
+    registered = sorted(registered)
+    return UserInputError(
+        f"unknown {kind} {name!r}.{close_matches(name, registered)} "
+        f"Registered {kind}s: {', '.join(registered)}."
+    )

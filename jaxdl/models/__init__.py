@@ -1,0 +1,63 @@
+"""Model families as pure Flax Linen modules, built by name from the `model` sub-config."""
+
+import dataclasses
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import flax.linen as nn
+from ml_collections import ConfigDict
+
+from jaxdl.errors import UserInputError, close_matches, unknown_name_error
+from jaxdl.models.cnn import CNN, LeNet5
+from jaxdl.models.layers import resolve_dtype
+from jaxdl.models.mlp import MLP
+
+_FAMILIES: Mapping[str, type[nn.Module]] = MappingProxyType(
+    {"mlp": MLP, "cnn": CNN, "lenet5": LeNet5}
+)
+
+MODEL_NAMES: tuple[str, ...] = tuple(_FAMILIES)
+
+# Set by build_model's caller (from the dataset) or by Flax itself, never by the model config.
+_NOT_CONFIGURABLE = ("num_classes", "parent", "name")
+
+__all__ = ["CNN", "MLP", "MODEL_NAMES", "LeNet5", "build_model", "model_fields"]
+
+
+def model_fields(name: str) -> tuple[str, ...]:
+    """The config fields that model family `name` accepts besides `name`."""
+    if name not in _FAMILIES:
+        raise unknown_name_error("model", name, MODEL_NAMES)
+    fields = dataclasses.fields(_FAMILIES[name])
+    return tuple(f.name for f in fields if f.init and f.name not in _NOT_CONFIGURABLE)
+
+
+def build_model(config: ConfigDict, *, num_classes: int) -> nn.Module:
+    """Build the module named by `config.name`, passing every other field of `config` to it."""
+    fields = config.to_dict() if isinstance(config, ConfigDict) else dict(config)
+    name = fields.pop("name", None)
+    if name is None:
+        raise UserInputError(f"model.name is not set; set it to one of: {', '.join(MODEL_NAMES)}.")
+    valid = model_fields(name)
+    if "num_classes" in fields:
+        raise UserInputError(
+            "model.num_classes is taken from the dataset; remove it from the model config."
+        )
+    for field in fields:
+        if field not in valid:
+            raise UserInputError(
+                f"unknown field model.{field} for model {name!r}.{close_matches(field, valid)} "
+                f"Valid fields: {', '.join(valid)}. Remove or rename it."
+            )
+    kwargs = {field: _frozen(value) for field, value in fields.items()}
+    if "dtype" in kwargs:
+        kwargs["dtype"] = resolve_dtype(kwargs["dtype"])
+    return _FAMILIES[name](num_classes=num_classes, **kwargs)
+
+
+def _frozen(value: Any) -> Any:
+    """Lists from configs become tuples so modules stay hashable (jit static args, comparisons)."""
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(item) for item in value)
+    return value

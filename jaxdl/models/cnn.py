@@ -1,0 +1,166 @@
+"""Convolutional classifiers: a configurable 1-D/2-D CNN and the classic LeNet-5."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdl.errors import UserInputError
+from jaxdl.models import layers
+
+GLOBAL_POOLS = ("avg", "max", "flatten")
+
+# conv 6@5x5 SAME keeps HxW, pool halves it, conv 16@5x5 VALID takes 4 off; 12 is the smallest
+# side for which the second pool still halves something (>= 2) instead of passing a 1 through.
+LENET5_MIN_SIDE = 12
+
+
+def conv(
+    features: int, kernel_size: Sequence[int], *, padding: str, use_bias: bool, dtype: Any
+) -> nn.Conv:
+    """Every convolution is built here so its implementation can be swapped in one place.
+
+    XLA's CPU convolution is slow; a faster CPU path (e.g. im2col + matmul) would go here.
+    """
+    return nn.Conv(
+        features,
+        tuple(kernel_size),
+        padding=padding,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+    )
+
+
+def _channels_last(x: jax.Array) -> jax.Array:
+    """`(B, L)` -> `(B, L, 1)`; `(B, L, C)` and `(B, H, W, C)` unchanged."""
+    if x.ndim == 2:
+        return x[..., None]
+    if x.ndim in (3, 4):
+        return x
+    raise UserInputError(
+        f"model 'cnn' takes inputs of shape (batch, length), (batch, length, channels) or "
+        f"(batch, height, width, channels); got {x.shape}. Use model.name='mlp' for other "
+        "shapes, or set data.input_kind so examples have one of these shapes."
+    )
+
+
+def _global_pool(x: jax.Array, kind: str) -> jax.Array:
+    spatial_axes = tuple(range(1, x.ndim - 1))
+    if kind == "avg":
+        return x.mean(axis=spatial_axes)
+    if kind == "max":
+        return x.max(axis=spatial_axes)
+    return x.reshape(x.shape[0], -1)
+
+
+class CNN(nn.Module):
+    """Stages of conv -> [batch norm] -> activation, each followed by pooling; then a dense head.
+
+    The input rank picks the convolution: `(B, L)` is treated as `(B, L, 1)`, `(B, L, C)` gives
+    1-D convolutions and `(B, H, W, C)` 2-D ones. Convolutions use SAME padding. Pooling (window 2,
+    stride 2) after each stage skips spatial dims that are already of size 1, so any number of
+    stages runs on any input size. Dropout is applied to the pooled features and after each dense
+    layer of the head.
+    """
+
+    num_classes: int
+    conv_features: Sequence[int] = (32, 64)
+    convs_per_stage: int = 1
+    kernel_size: int = 3
+    pooling: str = "max"
+    global_pool: str = "avg"
+    dense_sizes: Sequence[int] = ()
+    activation: str = "relu"
+    batch_norm: bool = True
+    dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
+
+    def __post_init__(self) -> None:
+        layers.check_sizes("conv_features", self.conv_features, allow_empty=False)
+        layers.check_positive_int("convs_per_stage", self.convs_per_stage)
+        layers.check_positive_int("kernel_size", self.kernel_size)
+        layers.check_choice("pooling", self.pooling, layers.POOLINGS)
+        layers.check_choice("global_pool", self.global_pool, GLOBAL_POOLS)
+        layers.check_sizes("dense_sizes", self.dense_sizes, allow_empty=True)
+        layers.check_choice("activation", self.activation, tuple(layers.ACTIVATIONS))
+        layers.check_rate("dropout_rate", self.dropout_rate)
+        layers.resolve_dtype(self.dtype)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        act = layers.activation(self.activation)
+        x = _channels_last(x)
+        kernel = (self.kernel_size,) * (x.ndim - 2)
+        for features in self.conv_features:
+            for _ in range(self.convs_per_stage):
+                x = conv(
+                    features,
+                    kernel,
+                    padding="SAME",
+                    use_bias=not self.batch_norm,
+                    dtype=self.dtype,
+                )(x)
+                if self.batch_norm:
+                    x = layers.batch_norm(train=train, dtype=self.dtype)(x)
+                x = act(x)
+            x = layers.pool(x, self.pooling)
+        x = _global_pool(x, self.global_pool)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        for size in self.dense_sizes:
+            x = act(nn.Dense(size, dtype=self.dtype)(x))
+            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        x = nn.Dense(self.num_classes, dtype=self.dtype)(x)
+        return x.astype(jnp.float32)
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 for `(B, H, W, C)` images of at least 12x12.
+
+    conv 6@5x5 SAME -> pool -> conv 16@5x5 VALID -> pool -> dense 120 -> dense 84 -> logits,
+    with `activation` after every conv and hidden dense layer. SAME padding on the first conv
+    lets 28x28 MNIST play the role of the original 32x32 input.
+    """
+
+    num_classes: int
+    activation: str = "tanh"
+    pooling: str = "avg"
+    dtype: Any = jnp.float32
+
+    def __post_init__(self) -> None:
+        layers.check_choice("activation", self.activation, tuple(layers.ACTIVATIONS))
+        layers.check_choice("pooling", self.pooling, ("avg", "max"))
+        layers.resolve_dtype(self.dtype)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        del train  # No batch norm or dropout: the same function in both modes.
+        _check_lenet5_input(x.shape)
+        act = layers.activation(self.activation)
+        x = act(conv(6, (5, 5), padding="SAME", use_bias=True, dtype=self.dtype)(x))
+        x = layers.pool(x, self.pooling)
+        x = act(conv(16, (5, 5), padding="VALID", use_bias=True, dtype=self.dtype)(x))
+        x = layers.pool(x, self.pooling)
+        x = x.reshape(x.shape[0], -1)
+        x = act(nn.Dense(120, dtype=self.dtype)(x))
+        x = act(nn.Dense(84, dtype=self.dtype)(x))
+        x = nn.Dense(self.num_classes, dtype=self.dtype)(x)
+        return x.astype(jnp.float32)
+
+
+def _check_lenet5_input(shape: tuple[int, ...]) -> None:
+    if len(shape) != 4:
+        raise UserInputError(
+            f"model 'lenet5' takes images of shape (batch, height, width, channels); got {shape}. "
+            "Use model.name='cnn' for 1-D signals or model.name='mlp' for vectors."
+        )
+    height, width = shape[1:3]
+    if min(height, width) < LENET5_MIN_SIDE:
+        raise UserInputError(
+            f"model 'lenet5' needs images of at least {LENET5_MIN_SIDE}x{LENET5_MIN_SIDE}; "
+            f"got {height}x{width}. Use model.name='cnn' for smaller images."
+        )

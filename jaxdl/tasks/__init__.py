@@ -1,0 +1,22 @@
+"""Tasks: loss, metrics and step logic per kind of problem. `build_task` picks one by config.task.name."""
+
+from typing import Any
+
+import ml_collections
+
+from jaxdl.errors import unknown_name_error
+from jaxdl.tasks.base import Task
+from jaxdl.tasks.classification import ClassificationTask
+
+TASKS = {"classification": ClassificationTask}
+TASK_NAMES = tuple(TASKS)
+
+
+def build_task(config: ml_collections.ConfigDict, dataset: Any) -> Task:
+    """`dataset` needs `num_classes` and `input_shape` (a `jaxdl.data.DatasetSpec`)."""
+    if config.task.name not in TASKS:
+        raise unknown_name_error("task", config.task.name, TASKS)
+    return TASKS[config.task.name].from_config(config, dataset)
+
+
+__all__ = ["TASK_NAMES", "Task", "build_task"]

@@ -1,0 +1,32 @@
+"""The train state of a single-network task. Tasks with more networks define their own pytree."""
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import optax
+from flax import struct
+
+
+class TrainState(struct.PyTreeNode):
+    """Everything a step reads and writes; a pytree, so the engine can shard and checkpoint it whole.
+
+    `rng` is the run's base key and never changes: each step derives its own key as
+    `fold_in(rng, step)`, so a resumed run draws exactly the keys an uninterrupted one would.
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    model_state: Any  # Non-parameter collections, e.g. {'batch_stats': ...}; {} when none.
+    rng: jax.Array
+    apply_fn: Callable = struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+    def step_rng(self) -> jax.Array:
+        return jax.random.fold_in(self.rng, self.step)
+
+    def apply_gradients(self, grads: Any, **updates: Any) -> "TrainState":
+        param_updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        params = optax.apply_updates(self.params, param_updates)
+        return self.replace(step=self.step + 1, params=params, opt_state=opt_state, **updates)
