@@ -76,12 +76,18 @@ def parse_config(spec: str, override_tokens: list[str]) -> ml_collections.Config
                 f"unknown config field --{name}.{close_matches(key, known)} "
                 f"Run `jaxdl train --config {spec} --show_config` to see every field."
             )
-    flag_values = flags.FlagValues()
-    config_flags.DEFINE_config_file(
-        "config", None, "experiment file", flag_values=flag_values, lock_config=True
-    )
     argv = ["jaxdl", f"--config={path}{':' + arg if arg else ''}"]
     argv += [f"--{name}={value}" if value is not None else f"--{name}" for name, value in overrides]
+    flag_values = flags.FlagValues()
+    # sys_argv: config_flags otherwise looks for overrides in sys.argv, not in `argv`.
+    config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "experiment file",
+        flag_values=flag_values,
+        lock_config=True,
+        sys_argv=argv,
+    )
     try:
         flag_values(argv)
     except flags.IllegalFlagValueError as error:

@@ -27,7 +27,9 @@ def test_batch_divisibility_error_names_the_field_and_a_fix():
 
 def test_batch_is_split_over_devices():
     mesh = sharding.make_mesh(0)
-    batch = sharding.put_batch({"input": np.zeros((16, 3), np.float32)}, sharding.batch_sharding(mesh))
+    batch = sharding.put_batch(
+        {"input": np.zeros((16, 3), np.float32)}, sharding.batch_sharding(mesh)
+    )
     assert batch["input"].sharding.spec == P("data")
     assert {s.data.shape for s in batch["input"].addressable_shards} == {(2, 3)}
 

@@ -1,33 +1,37 @@
 """Orbax checkpoints of the whole run: train state, data iterator position and loop bookkeeping.
 
-One manager keeps the latest N checkpoints for resuming plus the best one by validation score.
-Only checkpoints that improved the score carry metrics, so "best" never has ties. Saves are
+One manager keeps the latest N checkpoints for resuming plus the best one. Which step is best
+is part of the loop bookkeeping saved in every checkpoint, so it survives restarts (Orbax's own
+metric-based policy forgets checkpoint metrics when a new process opens the directory). Saves are
 atomic (Orbax writes to a temporary directory and renames it), so a process killed mid-save
 leaves the previous checkpoints intact.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import grain
 import orbax.checkpoint as ocp
-from orbax.checkpoint import checkpoint_managers as policies
+
+
+class _KeepLatestAndBest:
+    """An Orbax preservation policy: the newest `keep` steps, and the step named best."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self.best_step: int | None = None
+
+    def should_preserve(self, checkpoints: Sequence[Any], *, context: Any) -> Sequence[bool]:
+        newest = sorted(info.step for info in checkpoints)[-self.keep :]
+        return [info.step in newest or info.step == self.best_step for info in checkpoints]
 
 
 class Checkpointer:
     def __init__(self, directory: Path, keep: int):
-        preservation = policies.AnyPreservationPolicy(
-            [
-                policies.LatestN(keep),
-                policies.BestN(
-                    get_metric_fn=lambda metrics: metrics["score"],
-                    n=1,
-                    keep_checkpoints_without_metrics=False,
-                ),
-            ]
-        )
+        self._policy = _KeepLatestAndBest(keep)
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=preservation,
+            preservation_policy=self._policy,
             cleanup_tmp_directories=True,
             create=True,
         )
@@ -42,9 +46,9 @@ class Checkpointer:
         state: Any,
         data_iterator: Any,
         loop_state: dict[str, Any],
-        score: float | None,
     ) -> None:
-        """Saves asynchronously; `score` (higher is better) marks a new best checkpoint."""
+        """Saves asynchronously; `loop_state['best_step']` is kept until a better one comes."""
+        self._policy.best_step = loop_state["best_step"]
         if step in self.manager.all_steps():
             # A resumed run replaying steps reaches the same state; the saved copy stands.
             return
@@ -55,7 +59,6 @@ class Checkpointer:
                 data=grain.checkpoint.CheckpointSave(data_iterator),
                 loop=ocp.args.JsonSave(loop_state),
             ),
-            metrics=None if score is None else {"score": score},
             force=True,
         )
 

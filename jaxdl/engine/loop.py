@@ -227,7 +227,7 @@ def train(plan: Setup, workdir: Path, faults: FaultPlan | None = None) -> dict[s
             continue
         jax.block_until_ready(state)
         throughput.stop(step)
-        score = None
+        improved = False
         if do_eval:
             val = evaluate(state, "validation")
             log.write(step, "val", val)
@@ -236,20 +236,20 @@ def train(plan: Setup, workdir: Path, faults: FaultPlan | None = None) -> dict[s
                 loop.update(
                     best_score=current, best_step=step, best_metrics=val, evals_since_best=0
                 )
-                score = current
+                improved = True
             else:
                 loop["evals_since_best"] += 1
             patience = config.train.patience
             loop["stopped_early"] = bool(patience and loop["evals_since_best"] >= patience)
             tqdm.write(f"step {step}: val {format_metrics(val)}")
-        if do_checkpoint or score is not None or loop["stopped_early"]:
+        if do_checkpoint or improved or loop["stopped_early"]:
             loop.update(
                 wall_seconds=loop["wall_seconds"] + time.perf_counter() - wall_start,
                 timed_steps=throughput.steps,
                 timed_seconds=throughput.seconds,
             )
             wall_start = time.perf_counter()
-            checkpointer.save(step, state, train_iter, loop, score)
+            checkpointer.save(step, state, train_iter, loop)
             faults.after_save_started(step)
         throughput.start(step)
     bar.close()

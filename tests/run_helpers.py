@@ -1,0 +1,36 @@
+"""Running the real CLI in a fresh process, as a user would."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK_CNN = "experiments/digits_cnn.py:quick"
+# Checkpoint every 10 of the quick run's 40 steps, so a kill can land between or during saves.
+RESUME_OVERRIDES = ("--config.train.checkpoint_every=10",)
+
+
+def run_train(
+    workdir: Path, *overrides: str, faults: str = "", config: str = QUICK_CNN
+) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        # Two devices: every subprocess run is data parallel over a real (virtual) mesh.
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAXDL_FAULTS": faults,
+    }
+    command = [sys.executable, "-m", "jaxdl.train", "--config", config, "--workdir", str(workdir)]
+    return subprocess.run(
+        [*command, *overrides], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def summary(workdir: Path) -> dict:
+    return json.loads((workdir / "summary.json").read_text())
+
+
+def metric_records(workdir: Path) -> list[dict]:
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
