@@ -1,7 +1,7 @@
 """CNN on scikit-learn's 8x8 digits (the default experiment, `make train`).
 
-    python -m jaxdl.train --config experiments/digits_cnn.py --workdir runs/digits_cnn
-    python -m jaxdl.train --config experiments/digits_cnn.py:quick --workdir runs/smoke
+python -m jaxdl.train --config experiments/digits_cnn.py --workdir runs/digits_cnn
+python -m jaxdl.train --config experiments/digits_cnn.py:quick --workdir runs/smoke
 """
 
 from jaxdl.config import base_config, check_variant, make_quick

@@ -1,6 +1,6 @@
 """MLP on scikit-learn's 8x8 digits.
 
-    python -m jaxdl.train --config experiments/digits_mlp.py --workdir runs/digits_mlp
+python -m jaxdl.train --config experiments/digits_mlp.py --workdir runs/digits_mlp
 """
 
 from jaxdl.config import base_config, check_variant, make_quick
