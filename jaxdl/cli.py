@@ -132,7 +132,8 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
         moved = workdir.start_new(run_dir, config)
         if moved:
             print(f"moved the previous contents of {run_dir} to {moved}")
-    summary = loop.train(plan, run_dir, faults)
+    command = " ".join(["jaxdl train", f"--config {args.config}", f"--workdir {run_dir}", *rest])
+    summary = loop.train(plan, run_dir, faults, run_info={"command": command})
     print(json.dumps({k: summary[k] for k in ("final_metrics", "steps", "wall_seconds")}))
     print(f"wrote {run_dir / workdir.SUMMARY_FILE}, curves.png, metrics.jsonl, tensorboard/")
     return 0

@@ -151,8 +151,16 @@ def _mean_metrics(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
     return {name: float(np.mean([m[name] for m in fetched])) for name in fetched[0]}
 
 
-def train(plan: Setup, workdir: Path, faults: FaultPlan | None = None) -> dict[str, Any]:
-    """Trains to the end (or early stop), resuming from the latest checkpoint if there is one."""
+def train(
+    plan: Setup,
+    workdir: Path,
+    faults: FaultPlan | None = None,
+    run_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Trains to the end (or early stop), resuming from the latest checkpoint if there is one.
+
+    `run_info` (e.g. the command line) is copied into summary.json as is.
+    """
     faults = faults or FaultPlan()
     config = plan.config
     wall_start = time.perf_counter()
@@ -286,7 +294,7 @@ def train(plan: Setup, workdir: Path, faults: FaultPlan | None = None) -> dict[s
         "devices": plan.mesh.size,
         "platform": jax.devices()[0].platform,
         "jax_version": jax.__version__,
-        "experiment": config.get("experiment_name", ""),
+        **(run_info or {}),
     }
     write_json(workdir / SUMMARY_FILE, summary)
     plot_curves(workdir, workdir / "curves.png")
