@@ -93,7 +93,9 @@ def parse_config(spec: str, override_tokens: list[str]) -> ml_collections.Config
     except flags.IllegalFlagValueError as error:
         key = str(error).split("=")[0].removeprefix("flag --")
         expected = type(known.get(key.removeprefix("config."))).__name__
-        raise UserInputError(f"{error}. The field {key} takes a {expected}.") from None
+        raise UserInputError(
+            f"{error}. The field {key} takes a value of type {expected}."
+        ) from None
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
         raise UserInputError(f"bad config override: {error}") from None
     return flag_values.config

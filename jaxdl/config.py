@@ -33,7 +33,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.augment = ()  # Train-time augmentations: 'shift', 'flip'.
     config.data.max_shift = 1  # Pixels, for 'shift'.
 
-    config.model = ml_collections.ConfigDict({"name": "mlp"})
+    # Each experiment adds its family's fields; dtype is the compute dtype (params stay float32).
+    config.model = ml_collections.ConfigDict({"name": "mlp", "dtype": "float32"})
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adamw"
@@ -90,10 +91,14 @@ def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, An
     return flat
 
 
+# Fields that change how a run looks, not what it computes: a resume may change them.
+PRESENTATION_FIELDS = frozenset({"train.progress_bar"})
+
+
 def diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Human-readable lines for each field that differs between two flattened configs."""
     lines = []
-    for key in sorted(set(saved) | set(current)):
+    for key in sorted((set(saved) | set(current)) - PRESENTATION_FIELDS):
         old, new = saved.get(key, "<absent>"), current.get(key, "<absent>")
         if old != new:
             lines.append(f"  {key}: {old!r} -> {new!r}")

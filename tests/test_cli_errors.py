@@ -97,7 +97,7 @@ def test_wrong_type_names_field_and_type(capsys, run_dir, tmp_path, override, fi
     before = snapshot(tmp_path)
     code, _, err = run_cli(capsys, "train", "--config", QUICK, "--workdir", str(run_dir), override)
     err = assert_error(code, err, field)
-    assert re.search(rf"takes an? {expected_type}\b", err), err
+    assert re.search(rf"takes a value of type {expected_type}\b", err), err
     assert snapshot(tmp_path) == before
 
 

@@ -49,11 +49,15 @@ class Setup:
         return sharding.batch_sharding(self.mesh)
 
     def example_batch(self) -> dict[str, np.ndarray]:
-        # One example is enough: parameter shapes never depend on the batch size.
-        return {
-            "input": np.zeros((1, *self.dataset.input_shape), np.float32),
-            "label": np.zeros((1,), np.int32),
-        }
+        return _example_batch(self.dataset)
+
+
+def _example_batch(dataset: data.DatasetSpec) -> dict[str, np.ndarray]:
+    # One example is enough: parameter shapes never depend on the batch size.
+    return {
+        "input": np.zeros((1, *dataset.input_shape), np.float32),
+        "label": np.zeros((1,), np.int32),
+    }
 
 
 def setup(config: ml_collections.ConfigDict) -> Setup:
@@ -66,10 +70,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
     sharding.check_batch_divisible(config.data.batch_size, mesh, "data.batch_size")
     sharding.check_batch_divisible(config.data.eval_batch_size, mesh, "data.eval_batch_size")
 
-    example = {
-        "input": np.zeros((1, *dataset.input_shape), np.float32),
-        "label": np.zeros((1,), np.int32),
-    }
+    example = _example_batch(dataset)
     shapes = jax.eval_shape(task.init_state, jax.random.PRNGKey(0), example)
     shardings = sharding.state_shardings(shapes, mesh, config.mesh.strategy)
     abstract_state = jax.tree.map(
@@ -227,7 +228,7 @@ def train(
             train_metrics = _mean_metrics(pending)
             pending = []
             log.write(step, "train", train_metrics)
-            bar.set_postfix(loss=f"{train_metrics['loss']:.4f}", refresh=False)
+            bar.set_postfix_str(format_metrics(train_metrics), refresh=False)
 
         do_eval = step % config.train.eval_every == 0 or is_last
         do_checkpoint = step % config.train.checkpoint_every == 0 or is_last

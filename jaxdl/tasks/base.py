@@ -9,6 +9,7 @@ import abc
 from typing import Any
 
 import jax
+import ml_collections
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -16,6 +17,11 @@ Metrics = dict[str, jax.Array]
 
 class Task(abc.ABC):
     """Builds the train state and defines one train step and one eval step, all pure functions."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, config: ml_collections.ConfigDict, dataset: Any) -> "Task":
+        """Builds the task's model(s) and optimizer(s) from the whole config and the dataset spec."""
 
     @abc.abstractmethod
     def init_state(self, rng: jax.Array, batch: Batch) -> Any:
