@@ -114,7 +114,7 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
 
     config = parse_config(args.config, rest)
     if args.show_config:
-        print(config)
+        print(workdir.config_to_json(config), end="")  # The form saved as config.json.
         return 0
     faults = FaultPlan.from_env(dict(os.environ))
     run_dir = Path(args.workdir)
