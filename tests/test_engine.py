@@ -144,3 +144,15 @@ def test_validate_rejects_non_positive_counts(field):
     config[section][name] = 0
     with pytest.raises(config_lib.UserInputError, match=field.replace(".", r"\.")):
         config_lib.validate(config)
+
+
+def test_validation_bookkeeping_in_min_mode_and_patience():
+    train = _quick_mlp(monitor="loss", monitor_mode="min", patience=2).train
+    book = loop._new_loop_state()
+    assert loop._record_validation(book, 10, {"loss": 0.5}, train)
+    assert loop._record_validation(book, 20, {"loss": 0.4}, train)
+    assert not loop._record_validation(book, 30, {"loss": 0.4}, train)  # Ties are no improvement.
+    assert not book["stopped_early"]
+    assert not loop._record_validation(book, 40, {"loss": 0.6}, train)
+    assert book["stopped_early"]
+    assert (book["best_step"], book["best_metrics"]) == (20, {"loss": 0.4})

@@ -152,6 +152,43 @@ def _mean_metrics(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
     return {name: float(np.mean([m[name] for m in fetched])) for name in fetched[0]}
 
 
+def _record_validation(
+    loop: dict[str, Any], step: int, val: dict[str, float], train: ml_collections.ConfigDict
+) -> bool:
+    """Updates best step and patience in the loop bookkeeping; True when `val` is a new best."""
+    sign = 1.0 if train.monitor_mode == "max" else -1.0
+    score = sign * val[train.monitor]
+    improved = loop["best_score"] is None or score > loop["best_score"]
+    if improved:
+        loop.update(best_score=score, best_step=step, best_metrics=val, evals_since_best=0)
+    else:
+        loop["evals_since_best"] += 1
+    loop["stopped_early"] = bool(train.patience and loop["evals_since_best"] >= train.patience)
+    return improved
+
+
+def _open_train_iterator(plan: Setup):
+    config = plan.config
+    return data.train_iterator(
+        plan.dataset,
+        batch_size=config.data.batch_size // jax.process_count(),
+        seed=config.seed,
+        worker_count=config.data.worker_count,
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+        augmentations=plan.augmentations,
+    )
+
+
+def _describe(plan: Setup, num_params: int, step: int) -> str:
+    splits = ", ".join(f"{name}={len(src)}" for name, src in plan.dataset.splits.items())
+    return (
+        f"jaxdl: {plan.config.model.name} on {plan.dataset.name} ({splits}), "
+        f"{num_params:,} params, {plan.mesh.size} {jax.devices()[0].platform} device(s), "
+        + (f"resuming at step {step}" if step else "starting")
+    )
+
+
 def train(
     plan: Setup,
     workdir: Path,
@@ -166,18 +203,9 @@ def train(
     config = plan.config
     wall_start = time.perf_counter()
     num_steps = config.train.num_steps
-    monitor_sign = 1.0 if config.train.monitor_mode == "max" else -1.0
 
     checkpointer = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
-    train_iter = data.train_iterator(
-        plan.dataset,
-        batch_size=config.data.batch_size // jax.process_count(),
-        seed=config.seed,
-        worker_count=config.data.worker_count,
-        shard_index=jax.process_index(),
-        shard_count=jax.process_count(),
-        augmentations=plan.augmentations,
-    )
+    train_iter = _open_train_iterator(plan)
     latest = checkpointer.latest_step()
     if latest is None:
         state, loop = init_state(plan), _new_loop_state()
@@ -193,14 +221,8 @@ def train(
         out_shardings=(plan.state_sharding, sharding.replicated(plan.mesh)),
         donate_argnums=0,
     )
-
     num_params = count_params(plan.task.params(state))
-    tqdm.write(
-        f"jaxdl: {config.model.name} on {plan.dataset.name} "
-        f"({', '.join(f'{s}={len(src)}' for s, src in plan.dataset.splits.items())}), "
-        f"{num_params:,} params, {plan.mesh.size} {jax.devices()[0].platform} device(s), "
-        + (f"resuming at step {step}" if step else "starting")
-    )
+    tqdm.write(_describe(plan, num_params, step))
     bar = tqdm(
         total=num_steps,
         initial=step,
@@ -209,6 +231,7 @@ def train(
         dynamic_ncols=True,
         disable=None if config.train.progress_bar else True,
     )
+
     pending: list[dict[str, jax.Array]] = []
     first_step_of_process = True
     while step < num_steps and not loop["stopped_early"]:
@@ -218,7 +241,7 @@ def train(
         pending.append(metrics)
         bar.update(1)
         faults.after_step(step)
-        if first_step_of_process:
+        if first_step_of_process:  # Its time is compilation, not training.
             jax.block_until_ready(state)
             throughput.start(step)
             first_step_of_process = False
@@ -240,24 +263,16 @@ def train(
         if do_eval:
             val = evaluate(state, "validation")
             log.write(step, "val", val)
-            current = monitor_sign * val[config.train.monitor]
-            if loop["best_score"] is None or current > loop["best_score"]:
-                loop.update(
-                    best_score=current, best_step=step, best_metrics=val, evals_since_best=0
-                )
-                improved = True
-            else:
-                loop["evals_since_best"] += 1
-            patience = config.train.patience
-            loop["stopped_early"] = bool(patience and loop["evals_since_best"] >= patience)
             tqdm.write(f"step {step}: val {format_metrics(val)}")
+            improved = _record_validation(loop, step, val, config.train)
         if do_checkpoint or improved or loop["stopped_early"]:
+            now = time.perf_counter()
             loop.update(
-                wall_seconds=loop["wall_seconds"] + time.perf_counter() - wall_start,
+                wall_seconds=loop["wall_seconds"] + now - wall_start,
                 timed_steps=throughput.steps,
                 timed_seconds=throughput.seconds,
             )
-            wall_start = time.perf_counter()
+            wall_start = now
             checkpointer.save(step, state, train_iter, loop)
             faults.after_save_started(step)
         throughput.start(step)
@@ -278,7 +293,6 @@ def train(
     log.write(step, "test", test)
     tqdm.write(f"test (best checkpoint, step {best_step}): {format_metrics(test)}")
 
-    wall_seconds = loop["wall_seconds"] + time.perf_counter() - wall_start
     summary = {
         "final_metrics": {f"test/{k}": v for k, v in test.items()},
         "final_metrics_step": best_step,
@@ -288,7 +302,7 @@ def train(
         },
         "steps": step,
         "stopped_early": loop["stopped_early"],
-        "wall_seconds": round(wall_seconds, 3),
+        "wall_seconds": round(loop["wall_seconds"] + time.perf_counter() - wall_start, 3),
         "steps_per_second": throughput.steps_per_second,
         "params_fingerprint": tree_fingerprint(plan.task.params(state)),
         "num_params": num_params,
@@ -301,6 +315,5 @@ def train(
     plot_curves(workdir, workdir / "curves.png")
     log.close()
     checkpointer.close()
-    if hasattr(train_iter, "close"):
-        train_iter.close()
+    train_iter.close()
     return summary
