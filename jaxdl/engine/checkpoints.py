@@ -1,8 +1,9 @@
 """Orbax checkpoints of the whole run: train state, data iterator position and loop bookkeeping.
 
 One manager keeps the latest N checkpoints for resuming plus the best one. Which step is best
-is part of the loop bookkeeping saved in every checkpoint, so it survives restarts (Orbax's own
-metric-based policy forgets checkpoint metrics when a new process opens the directory). Saves are
+is part of the loop bookkeeping saved in every checkpoint, so it survives restarts. (With Orbax
+0.12.8's metric-based BestN policy, a resumed process deleted the best checkpoint: the metrics
+saved by the first process were not taken into account.) Saves are
 atomic (Orbax writes to a temporary directory and renames it), so a process killed mid-save
 leaves the previous checkpoints intact.
 """
