@@ -29,8 +29,3 @@ def run_train(
 
 def summary(workdir: Path) -> dict:
     return json.loads((workdir / "summary.json").read_text())
-
-
-def metric_records(workdir: Path) -> list[dict]:
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]

@@ -4,7 +4,8 @@ import signal
 
 import pytest
 
-from tests.run_helpers import RESUME_OVERRIDES, metric_records, run_train, summary
+from jaxdl.engine.metrics_log import read_records
+from tests.run_helpers import RESUME_OVERRIDES, run_train, summary
 
 
 @pytest.mark.parametrize(
@@ -34,7 +35,7 @@ def test_killed_run_resumes_to_identical_parameters(reference_run, tmp_path, fau
     assert f"resuming at step {complete[-1]}" in resumed.stdout
     assert summary(workdir)["params_fingerprint"] == summary(reference_run)["params_fingerprint"]
     # The metrics log is rewound to the checkpoint, then replayed: identical to the reference.
-    assert metric_records(workdir) == metric_records(reference_run)
+    assert read_records(workdir) == read_records(reference_run)
     assert summary(workdir)["final_metrics"] == summary(reference_run)["final_metrics"]
 
 
