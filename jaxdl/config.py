@@ -29,8 +29,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.input_kind = "auto"
     config.data.batch_size = 128  # Global batch, split over all devices.
     config.data.eval_batch_size = 256
-    config.data.worker_count = 0  # Grain worker processes; batch order depends on it.
-    config.data.augment = ()  # Train-time augmentations: 'shift', 'flip'.
+    # 'auto': datasets that fit in memory are decoded once into arrays; larger ones stream.
+    config.data.pipeline = "auto"
+    config.data.worker_count = 0  # Grain worker processes, for streamed datasets only.
+    config.data.augment = ()  # Train-time augmentations, run on the device: 'shift', 'flip'.
     config.data.max_shift = 1  # Pixels, for 'shift'.
 
     # Each experiment adds its family's fields; dtype is the compute dtype (params stay float32).

@@ -9,7 +9,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 QUICK_CNN = "experiments/digits_cnn.py:quick"
 # Checkpoint every 10 of the quick run's 40 steps, so a kill can land between or during saves.
-RESUME_OVERRIDES = ("--config.train.checkpoint_every=10",)
+# Every augmentation is on, so resumes and reproducibility cover their random draws too.
+RESUME_OVERRIDES = (
+    "--config.train.checkpoint_every=10",
+    '--config.data.augment=("shift", "flip")',
+)
 
 
 def run_train(

@@ -156,3 +156,36 @@ def test_validation_bookkeeping_in_min_mode_and_patience():
     assert not loop._record_validation(book, 40, {"loss": 0.6}, train)
     assert book["stopped_early"]
     assert (book["best_step"], book["best_metrics"]) == (20, {"loss": 0.4})
+
+
+def _count_traces(plan, monkeypatch) -> dict[str, int]:
+    """Counts how often the task's steps are traced: each trace is one compilation."""
+    counts = {"train_step": 0, "eval_step": 0}
+    for name in counts:
+        original = getattr(plan.task, name)
+
+        def counting(*args, _name=name, _original=original):
+            counts[_name] += 1
+            return _original(*args)
+
+        monkeypatch.setattr(plan.task, name, counting)
+    return counts
+
+
+def test_steps_compile_once_per_run_and_once_after_resume(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    config = _quick_mlp(num_steps=20, log_every=5, eval_every=10, checkpoint_every=10)
+    config.data.augment = ("shift", "flip")
+    workdir.start_new(run_dir, config)
+    plan = loop.setup(config)
+    counts = _count_traces(plan, monkeypatch)
+    loop.train(plan, run_dir)
+    # 20 steps, 2 validations, 2 checkpoints and a test pass: still one trace of each step.
+    assert counts == {"train_step": 1, "eval_step": 1}
+
+    config.train.num_steps = 30  # The same workdir resumes from step 20 with a restored state.
+    plan = loop.setup(config)
+    counts = _count_traces(plan, monkeypatch)
+    summary = loop.train(plan, run_dir)
+    assert summary["steps"] == 30
+    assert counts == {"train_step": 1, "eval_step": 1}

@@ -7,10 +7,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import pytest
+from flax import linen as nn
 
 from jaxdl.errors import UserInputError
 from jaxdl.models import CNN, MLP, MODEL_NAMES, LeNet5, build_model, model_fields
 from jaxdl.models.layers import ACTIVATIONS
+from jaxdl.models.patch_conv import patch_conv
 
 NUM_CLASSES = 5
 BATCH = 3
@@ -322,3 +324,42 @@ def test_cnn_rejects_unsupported_rank():
 def test_lenet5_input_errors(shape, pattern):
     with pytest.raises(UserInputError, match=pattern):
         _abstract(LeNet5(NUM_CLASSES), shape)
+
+
+@pytest.mark.parametrize(
+    "input_shape, kernel, padding",
+    [
+        ((4, 8, 8, 3), (3, 3), "SAME"),
+        ((4, 9, 7, 2), (5, 5), "SAME"),  # Odd sizes, a wider kernel.
+        ((4, 12, 12, 1), (5, 5), "VALID"),  # LeNet-5's second conv.
+        ((4, 10, 3), (3,), "SAME"),  # 1-D signals.
+        ((2, 6, 6, 2), (2, 2), "SAME"),  # Even kernel: the extra pad goes after.
+        ((2, 6, 6, 2), (3, 3), ((2, 0), (1, 1))),  # Explicit, uneven padding.
+    ],
+)
+def test_patch_conv_matches_xla_convolution_and_its_gradients(input_shape, kernel, padding):
+    x = jax.random.normal(jax.random.PRNGKey(0), input_shape)
+    reference = nn.Conv(5, kernel, padding=padding)
+    patches = nn.Conv(5, kernel, padding=padding, conv_general_dilated=patch_conv)
+    params = reference.init(jax.random.PRNGKey(1), x)
+    # The same parameter tree: checkpoints of either implementation load into the other.
+    chex.assert_trees_all_equal_shapes(params, patches.init(jax.random.PRNGKey(1), x))
+
+    def loss(module, params, x):
+        return jnp.sum(jnp.sin(module.apply(params, x)))
+
+    chex.assert_trees_all_close(
+        patches.apply(params, x), reference.apply(params, x), rtol=1e-5, atol=1e-5
+    )
+    grads = jax.grad(functools.partial(loss, patches), argnums=(0, 1))(params, x)
+    expected = jax.grad(functools.partial(loss, reference), argnums=(0, 1))(params, x)
+    chex.assert_trees_all_close(grads, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_patch_conv_hands_strided_and_grouped_convs_to_xla():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 4))
+    for fields in ({"strides": (2, 2)}, {"feature_group_count": 2}, {"kernel_dilation": 2}):
+        reference = nn.Conv(4, (3, 3), **fields)
+        patches = nn.Conv(4, (3, 3), conv_general_dilated=patch_conv, **fields)
+        params = reference.init(jax.random.PRNGKey(1), x)
+        chex.assert_trees_all_equal(patches.apply(params, x), reference.apply(params, x))

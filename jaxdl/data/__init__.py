@@ -3,7 +3,8 @@
 Imported by the engine and the CLI only. Nothing here imports TensorFlow.
 """
 
-from jaxdl.data.augment import AUGMENTATIONS, build_augmentations
+from jaxdl.data.arrays import PIPELINES
+from jaxdl.data.augment import AUGMENTATIONS, augment_batch, build_augmentations
 from jaxdl.data.datasets import DATASET_NAMES, load_dataset
 from jaxdl.data.pipeline import eval_batches, train_iterator
 from jaxdl.data.spec import DatasetSpec
@@ -11,7 +12,9 @@ from jaxdl.data.spec import DatasetSpec
 __all__ = [
     "AUGMENTATIONS",
     "DATASET_NAMES",
+    "PIPELINES",
     "DatasetSpec",
+    "augment_batch",
     "build_augmentations",
     "eval_batches",
     "load_dataset",

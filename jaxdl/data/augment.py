@@ -1,14 +1,17 @@
-"""Train-time augmentations as Grain random maps: seeded per example, so resumes stay exact.
+"""Train-time augmentations, run on the device inside the compiled train step.
 
-Grain derives each example's generator from the pipeline seed and the example's position in the
-stream, so the same step always sees the same augmented batch, whether or not the run resumed.
+Each augmentation maps a batch of images `(B, H, W, C)` and a PRNG key to augmented images, with
+its own random draw per example. The engine keys them with the step number (`augment_batch`), so
+a resumed run draws exactly what an uninterrupted one would, and no iterator state is needed.
+Random bits do not depend on how the batch is split over devices.
 """
 
 import dataclasses
 from collections.abc import Sequence
 
+import jax
+import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from jaxdl.errors import UserInputError, close_matches
 
@@ -17,35 +20,54 @@ AUGMENTATIONS = ("shift", "flip")
 
 @dataclasses.dataclass(frozen=True)
 class RandomShift:
-    """Translates an image by up to `max_shift` pixels each way, filling with zeros."""
+    """Translates each image by up to `max_shift` pixels each way, filling with zeros."""
 
     max_shift: int
 
-    def __call__(self, example: dict, rng: np.random.Generator) -> dict:
-        image = example["input"]
+    def __call__(self, images: jax.Array, key: jax.Array) -> jax.Array:
         m = self.max_shift
-        dy, dx = rng.integers(-m, m + 1, size=2)
-        padded = np.pad(image, ((m, m), (m, m), (0, 0)))
-        h, w = image.shape[:2]
-        return {**example, "input": padded[m + dy : m + dy + h, m + dx : m + dx + w]}
+        height, width = images.shape[1:3]
+        # Offsets into the zero-padded image: m means no shift.
+        offsets = jax.random.randint(key, (images.shape[0], 2), 0, 2 * m + 1)
+        padded = jnp.pad(images, ((0, 0), (m, m), (m, m), (0, 0)))
+
+        def crop(image: jax.Array, offset: jax.Array) -> jax.Array:
+            start = (offset[0], offset[1], 0)
+            return jax.lax.dynamic_slice(image, start, (height, width, image.shape[-1]))
+
+        return jax.vmap(crop)(padded, offsets)
 
 
 @dataclasses.dataclass(frozen=True)
 class RandomFlip:
-    """Mirrors an image left to right with probability 1/2 (not for digits or text)."""
+    """Mirrors each image left to right with probability 1/2 (not for digits or text)."""
 
-    def __call__(self, example: dict, rng: np.random.Generator) -> dict:
-        if rng.random() < 0.5:
-            return {**example, "input": example["input"][:, ::-1]}
-        return example
+    def __call__(self, images: jax.Array, key: jax.Array) -> jax.Array:
+        flip = jax.random.bernoulli(key, 0.5, (images.shape[0], 1, 1, 1))
+        return jnp.where(flip, images[:, :, ::-1], images)
+
+
+Augmentation = RandomShift | RandomFlip
+
+
+def augment_batch(
+    augmentations: Sequence[Augmentation], batch: dict[str, jax.Array], key: jax.Array
+) -> dict[str, jax.Array]:
+    """`batch` with every augmentation applied to `batch['input']`, each with its own key."""
+    if not augmentations:
+        return batch
+    images = batch["input"]
+    for index, augmentation in enumerate(augmentations):
+        images = augmentation(images, jax.random.fold_in(key, index))
+    return {**batch, "input": images}
 
 
 def build_augmentations(
     config: ml_collections.ConfigDict, input_shape: Sequence[int]
-) -> tuple[RandomShift | RandomFlip, ...]:
+) -> tuple[Augmentation, ...]:
     """Transforms named by `config.augment` (the `data` sub-config), checked against the inputs."""
     names = tuple(config.get("augment", ()))
-    transforms = []
+    transforms: list[Augmentation] = []
     for name in names:
         if name not in AUGMENTATIONS:
             raise UserInputError(

@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 from ml_collections import ConfigDict
 
+from jaxdl.data.arrays import in_memory
 from jaxdl.data.npz_source import NPZ_PREFIX, load_npz
 from jaxdl.data.spec import DatasetSpec
 from jaxdl.data.tfds_sources import TFDS_IMAGE_DATASETS, load_digits, load_tfds_images
@@ -22,8 +23,14 @@ def load_dataset(config: ConfigDict) -> DatasetSpec:
     """The dataset `config.name` names, with fixed train/validation/test splits.
 
     Reads name, data_dir ('' = the TFDS default), validation_fraction (used only when the
-    dataset has no validation split) and input_kind; other fields are for the pipeline.
+    dataset has no validation split), input_kind, and pipeline ('auto', 'memory' or 'stream':
+    whether the splits are decoded into memory once, see arrays.py); other fields are for the
+    pipeline.
     """
+    return in_memory(_load_records(config), config.get("pipeline", "auto"))
+
+
+def _load_records(config: ConfigDict) -> DatasetSpec:
     name = config.name
     if not isinstance(name, str):
         raise UserInputError(f"data.name must be a string, got {name!r}.")

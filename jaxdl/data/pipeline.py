@@ -1,11 +1,18 @@
-"""Grain pipelines: an endless, resumable train stream and single padded passes for evaluation."""
+"""The train stream and the eval passes, from in-memory arrays or streamed through Grain.
 
-from collections.abc import Callable, Iterator, Sequence
+A dataset decoded into memory (arrays.py) is served by index with no per-example Python. Any
+other dataset streams through Grain: random access to its records, per-example preprocessing,
+and optional worker processes. Both give the same batches in the same order for a seed.
+"""
+
+from collections.abc import Iterator
 
 import grain
 import numpy as np
 from absl import flags
 
+from jaxdl.data.arrays import ArrayTrainIterator, ExampleArrays, array_eval_batches
+from jaxdl.data.order import EpochShuffledDataset
 from jaxdl.data.spec import DatasetSpec
 from jaxdl.errors import UserInputError
 
@@ -20,14 +27,13 @@ def train_iterator(
     worker_count: int = 0,
     shard_index: int = 0,
     shard_count: int = 1,
-    augmentations: Sequence[Callable[[Batch, np.random.Generator], Batch]] = (),
 ) -> grain.DatasetIterator:
     """Endless {'input': (B, *input_shape) float32, 'label': (B,) int32} batches of train.
 
-    The order depends only on `seed`, changes every epoch, and resumes exactly through
+    The order depends only on `seed` (order.py), changes every epoch, and resumes exactly through
     get_state()/set_state() or grain.checkpoint.CheckpointSave/CheckpointRestore. This process
     reads examples shard_index, shard_index + shard_count, ... of the train split.
-    `augmentations` (see augment.py) run after preprocessing, each seeded from `seed`.
+    `worker_count` applies to streamed datasets only: in-memory ones need no workers.
     Close the iterator when done: worker processes hold shared memory.
     """
     _check_positive(batch_size, "data.batch_size")
@@ -38,16 +44,22 @@ def train_iterator(
         )
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index {shard_index} must be in [0, shard_count={shard_count}).")
-    records = grain.MapDataset.source(spec.splits["train"])[shard_index::shard_count]
-    if len(records) == 0:
+    train = spec.splits["train"]
+    if len(range(shard_index, len(train), shard_count)) == 0:
         raise UserInputError(
-            f"the train split of dataset {spec.name!r} has {len(spec.splits['train'])} examples, "
+            f"the train split of dataset {spec.name!r} has {len(train)} examples, "
             f"too few to give each of {shard_count} processes one."
         )
-    # Shuffling before repeating lets repeat reseed the shuffle, so each epoch has a new order.
-    examples = records.shuffle(seed).repeat().map(spec.preprocess)
-    for offset, augmentation in enumerate(augmentations, start=1):
-        examples = examples.random_map(augmentation, seed=seed + offset)
+    if isinstance(train, ExampleArrays):
+        return ArrayTrainIterator(
+            train,
+            batch_size=batch_size,
+            seed=seed,
+            shard_index=shard_index,
+            shard_count=shard_count,
+        )
+    records = grain.MapDataset.source(train)[shard_index::shard_count]
+    examples = EpochShuffledDataset(records, seed=seed).map(spec.preprocess)
     dataset = examples.to_iter_dataset().batch(batch_size, drop_remainder=True)
     if worker_count > 0:
         _mark_absl_flags_parsed()
@@ -63,6 +75,8 @@ def eval_batches(spec: DatasetSpec, split: str, *, batch_size: int) -> Iterator[
     _check_positive(batch_size, "data.eval_batch_size")
     if split not in spec.splits:
         raise ValueError(f"split must be one of {tuple(spec.splits)}, got {split!r}.")
+    if isinstance(spec.splits[split], ExampleArrays):
+        return array_eval_batches(spec.splits[split], batch_size)
     dataset = (
         grain.MapDataset.source(spec.splits[split])
         .map(spec.preprocess)

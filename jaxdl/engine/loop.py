@@ -7,6 +7,7 @@ resumes; the task supplies only `init_state`, `train_step` and `eval_step`.
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,31 @@ def init_state(plan: Setup) -> Any:
     return init(jax.random.PRNGKey(plan.config.seed), plan.example_batch())
 
 
+# Salt that separates the augmentation key stream from the task's keys (which use the raw seed).
+_AUGMENT_SALT = 0x61756720
+
+
+def make_train_step(plan: Setup) -> Callable[[Any, Any], tuple[Any, Any]]:
+    """The jitted step `(state, batch) -> (state, metrics)`: on-device augmentation, then the task's.
+
+    The state is donated, so its buffers are updated in place. Augmentation is keyed by the seed
+    and `state.step`, so every step's draw is fixed whether or not the run was resumed.
+    """
+    task, augmentations = plan.task, plan.augmentations
+    augment_key = jax.random.fold_in(jax.random.PRNGKey(plan.config.seed), _AUGMENT_SALT)
+
+    def step(state: Any, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
+        key = jax.random.fold_in(augment_key, state.step)
+        return task.train_step(state, data.augment_batch(augmentations, batch, key))
+
+    return jax.jit(
+        step,
+        in_shardings=(plan.state_sharding, plan.batch_sharding),
+        out_shardings=(plan.state_sharding, sharding.replicated(plan.mesh)),
+        donate_argnums=0,
+    )
+
+
 def make_eval_fn(plan: Setup):
     """Returns `evaluate(state, split) -> metrics` over one full pass of a split."""
     eval_step = jax.jit(
@@ -167,7 +193,7 @@ def _record_validation(
     return improved
 
 
-def _open_train_iterator(plan: Setup):
+def open_train_iterator(plan: Setup):
     config = plan.config
     return data.train_iterator(
         plan.dataset,
@@ -176,7 +202,6 @@ def _open_train_iterator(plan: Setup):
         worker_count=config.data.worker_count,
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
-        augmentations=plan.augmentations,
     )
 
 
@@ -205,7 +230,7 @@ def train(
     num_steps = config.train.num_steps
 
     checkpointer = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
-    train_iter = _open_train_iterator(plan)
+    train_iter = open_train_iterator(plan)
     latest = checkpointer.latest_step()
     if latest is None:
         state, loop = init_state(plan), _new_loop_state()
@@ -215,12 +240,7 @@ def train(
     throughput = Throughput(loop["timed_steps"], loop["timed_seconds"])
     log = MetricsLog(workdir, resume_step=step)
     evaluate = make_eval_fn(plan)
-    train_step = jax.jit(
-        plan.task.train_step,
-        in_shardings=(plan.state_sharding, plan.batch_sharding),
-        out_shardings=(plan.state_sharding, sharding.replicated(plan.mesh)),
-        donate_argnums=0,
-    )
+    train_step = make_train_step(plan)
     num_params = count_params(plan.task.params(state))
     tqdm.write(_describe(plan, num_params, step))
     bar = tqdm(

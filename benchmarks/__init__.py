@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` (throughput.py). Results go to benchmarks/RESULTS.md."""
