@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 WORKDIR ?= runs/digits_cnn
 EXPERIMENT ?= experiments/digits_cnn.py
 
-.PHONY: install train test test-all lint format clean
+.PHONY: install train test test-all lint format bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "jaxdl needs Python 3.11+, found " + sys.version.split()[0]'
@@ -25,6 +25,10 @@ test: install lint
 
 test-all: install lint
 	$(PY) -m pytest -q
+
+# Throughput report (step alone, pipeline alone, end to end); updates benchmarks/RESULTS.md.
+bench: install
+	$(PY) -m benchmarks.throughput
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -48,20 +48,21 @@ def _timed(fn, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def step_alone(plan: loop.Setup, count: int) -> float:
-    """Steps/s of the engine's jitted train step on one fixed batch already on the device."""
+def step_timer(plan: loop.Setup):
+    """A function `count -> steps/s` that runs the engine's jitted train step back to back
+    on one fixed batch already on the device (compiled once, here)."""
     iterator = loop.open_train_iterator(plan)
     batch = sharding.put_batch(next(iterator), plan.batch_sharding)
     iterator.close()
     step = loop.make_train_step(plan)
-    state = loop.init_state(plan)
+    state, sums = loop.init_state(plan), loop.zero_metric_sums(plan)
 
     def run():
-        nonlocal state
-        state, metrics = step(state, batch)
-        return metrics
+        nonlocal state, sums
+        state, sums = step(state, batch, sums)
+        return sums
 
-    return _timed(run, count)
+    return lambda count: _timed(run, count)
 
 
 def pipeline_alone(plan: loop.Setup, count: int) -> float:
@@ -86,12 +87,14 @@ def measure_experiment(name: str, quick: bool, scratch: Path) -> dict:
         config.train.eval_every = config.train.checkpoint_every = 30
         config.schedule.warmup_steps = 5
     plan = loop.setup(config)
-    count = 5 if quick else max(20, min(400, int(30 * _rough_steps_per_second(plan))))
+    step_alone = step_timer(plan)
+    # About 5 s of steps per measurement (at least 20 steps); a handful in quick mode.
+    count = 5 if quick else max(20, min(2000, int(5 * step_alone(3))))
     # Step alone before and after the run, so both sides see the same machine load.
-    steps = [step_alone(plan, count)]
+    steps = [step_alone(count)]
     pipeline = pipeline_alone(plan, count)
     e2e = end_to_end(config, scratch / name)
-    steps.append(step_alone(plan, count))
+    steps.append(step_alone(count))
     step = statistics.median(steps)
     return {
         "experiment": name,
@@ -101,10 +104,6 @@ def measure_experiment(name: str, quick: bool, scratch: Path) -> dict:
         "end_to_end": e2e,
         "ratio": e2e / step,
     }
-
-
-def _rough_steps_per_second(plan: loop.Setup) -> float:
-    return step_alone(plan, 3)
 
 
 def measure_streaming(quick: bool, scratch: Path) -> list[dict]:
@@ -160,7 +159,7 @@ def report(experiments: Sequence[dict], streaming: Sequence[dict], quick: bool) 
         BEGIN,
         "## Engine throughput (`make bench`)" + (" — quick smoke run" if quick else ""),
         "",
-        f"Measured {when} on {_machine()}. Steps/s are medians where measured twice; "
+        f"Measured {when} on {_machine()}. Step alone is the median of a measurement before and one after the end-to-end run; "
         "ratio = end to end / step alone.",
         "",
         "| Experiment | Steps | Step alone (steps/s) | Pipeline alone (batches/s) | "

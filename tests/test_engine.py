@@ -189,3 +189,24 @@ def test_steps_compile_once_per_run_and_once_after_resume(tmp_path, monkeypatch)
     summary = loop.train(plan, run_dir)
     assert summary["steps"] == 30
     assert counts == {"train_step": 1, "eval_step": 1}
+
+
+def test_throughput_report_quick_mode(tmp_path):
+    from benchmarks import throughput
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\nAn earlier section stays.\n")
+    assert (
+        throughput.main(["--quick", "--experiments", "digits_mlp", "--results", str(results)]) == 0
+    )
+    text = results.read_text()
+    assert "An earlier section stays." in text
+    row = next(line for line in text.splitlines() if line.startswith("| digits_mlp |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    step_alone, pipeline, end_to_end, ratio = map(float, cells[2:])
+    assert step_alone > 0 and pipeline > 0 and end_to_end > 0
+    assert ratio == pytest.approx(end_to_end / step_alone, abs=0.02)
+    assert "| mnist (mock_data) | 600 | 0 |" in text and "| mnist (mock_data) | 600 | 2 |" in text
+    # Running again replaces the section instead of adding a second one.
+    throughput.main(["--quick", "--experiments", "digits_mlp", "--results", str(results)])
+    assert results.read_text().count(throughput.BEGIN) == 1

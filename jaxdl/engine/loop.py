@@ -40,6 +40,7 @@ class Setup:
     mesh: jax.sharding.Mesh
     abstract_state: Any  # ShapeDtypeStructs carrying their shardings.
     eval_metric_names: tuple[str, ...]
+    train_metric_shapes: dict[str, jax.ShapeDtypeStruct]
 
     @property
     def state_sharding(self) -> Any:
@@ -81,12 +82,22 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
         task.eval_step, shapes, {**example, "mask": np.ones(1, np.float32)}
     )
     eval_metric_names = tuple(sorted(name for name in eval_shapes if name != "count"))
+    _, train_metric_shapes = jax.eval_shape(task.train_step, shapes, example)
     if config.train.monitor not in eval_metric_names:
         raise UserInputError(
             f"config.train.monitor={config.train.monitor!r} is not a validation metric of task "
             f"{config.task.name!r}; choose one of {', '.join(eval_metric_names)}."
         )
-    return Setup(config, dataset, augmentations, task, mesh, abstract_state, eval_metric_names)
+    return Setup(
+        config,
+        dataset,
+        augmentations,
+        task,
+        mesh,
+        abstract_state,
+        eval_metric_names,
+        train_metric_shapes,
+    )
 
 
 def init_state(plan: Setup) -> Any:
@@ -98,24 +109,36 @@ def init_state(plan: Setup) -> Any:
 _AUGMENT_SALT = 0x61756720
 
 
-def make_train_step(plan: Setup) -> Callable[[Any, Any], tuple[Any, Any]]:
-    """The jitted step `(state, batch) -> (state, metrics)`: on-device augmentation, then the task's.
+def make_train_step(plan: Setup) -> Callable[[Any, Any, Any], tuple[Any, Any]]:
+    """The jitted step `(state, batch, metric_sums) -> (state, metric_sums + metrics)`.
 
-    The state is donated, so its buffers are updated in place. Augmentation is keyed by the seed
-    and `state.step`, so every step's draw is fixed whether or not the run was resumed.
+    It runs the augmentations on the device, then the task's step. Augmentation is keyed by the
+    seed and `state.step`, so every step's draw is fixed whether or not the run was resumed.
+    Metrics are summed on the device, so the loop fetches them once per `log_every` steps, not
+    once per step. The state and the sums are donated: their buffers are updated in place.
     """
     task, augmentations = plan.task, plan.augmentations
     augment_key = jax.random.fold_in(jax.random.PRNGKey(plan.config.seed), _AUGMENT_SALT)
 
-    def step(state: Any, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
+    def step(state: Any, batch: dict[str, jax.Array], sums: Any) -> tuple[Any, Any]:
         key = jax.random.fold_in(augment_key, state.step)
-        return task.train_step(state, data.augment_batch(augmentations, batch, key))
+        state, metrics = task.train_step(state, data.augment_batch(augmentations, batch, key))
+        return state, jax.tree.map(lambda total, value: total + value, sums, metrics)
 
+    replicated = sharding.replicated(plan.mesh)
     return jax.jit(
         step,
-        in_shardings=(plan.state_sharding, plan.batch_sharding),
-        out_shardings=(plan.state_sharding, sharding.replicated(plan.mesh)),
-        donate_argnums=0,
+        in_shardings=(plan.state_sharding, plan.batch_sharding, replicated),
+        out_shardings=(plan.state_sharding, replicated),
+        donate_argnums=(0, 2),
+    )
+
+
+def zero_metric_sums(plan: Setup) -> dict[str, jax.Array]:
+    """Zeros shaped like the task's train metrics: the start of each `log_every` window."""
+    return jax.device_put(
+        jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), plan.train_metric_shapes),
+        sharding.replicated(plan.mesh),
     )
 
 
@@ -173,9 +196,8 @@ def _new_loop_state() -> dict[str, Any]:
     }
 
 
-def _mean_metrics(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
-    fetched = jax.device_get(pending)
-    return {name: float(np.mean([m[name] for m in fetched])) for name in fetched[0]}
+def _mean_metrics(sums: dict[str, jax.Array], count: int) -> dict[str, float]:
+    return {name: float(value) / count for name, value in jax.device_get(sums).items()}
 
 
 def _record_validation(
@@ -252,13 +274,13 @@ def train(
         disable=None if config.train.progress_bar else True,
     )
 
-    pending: list[dict[str, jax.Array]] = []
+    metric_sums, summed_steps = zero_metric_sums(plan), 0
     first_step_of_process = True
     while step < num_steps and not loop["stopped_early"]:
         batch = sharding.put_batch(next(train_iter), plan.batch_sharding)
-        state, metrics = train_step(state, batch)
+        state, metric_sums = train_step(state, batch, metric_sums)
         step += 1
-        pending.append(metrics)
+        summed_steps += 1
         bar.update(1)
         faults.after_step(step)
         if first_step_of_process:  # Its time is compilation, not training.
@@ -268,8 +290,8 @@ def train(
 
         is_last = step == num_steps
         if step % config.train.log_every == 0 or is_last:
-            train_metrics = _mean_metrics(pending)
-            pending = []
+            train_metrics = _mean_metrics(metric_sums, summed_steps)
+            metric_sums, summed_steps = zero_metric_sums(plan), 0
             log.write(step, "train", train_metrics)
             bar.set_postfix_str(format_metrics(train_metrics), refresh=False)
 
@@ -295,6 +317,10 @@ def train(
             wall_start = now
             checkpointer.save(step, state, train_iter, loop)
             faults.after_save_started(step)
+            if plan.mesh.devices.flat[0].platform == "cpu":
+                # On CPU the background write competes with the steps for the same cores;
+                # waiting here was faster in wall time too (digits_mlp: 7.7 s vs 8.0 s).
+                checkpointer.wait()
         throughput.start(step)
     bar.close()
     checkpointer.wait()
