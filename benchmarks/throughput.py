@@ -30,7 +30,7 @@ import tensorflow_datasets as tfds
 from absl import logging as absl_logging
 
 from jaxdl import cli, data
-from jaxdl.engine import loop, sharding, workdir
+from jaxdl.engine import feed, loop, workdir
 
 EXPERIMENTS = ("digits_mlp", "digits_cnn")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -49,27 +49,28 @@ def _timed(fn, count: int) -> float:
 
 
 def step_timer(plan: loop.Setup):
-    """A function `count -> steps/s` that runs the engine's jitted train step back to back
-    on one fixed batch already on the device (compiled once, here)."""
-    iterator = loop.open_train_iterator(plan)
-    batch = sharding.put_batch(next(iterator), plan.batch_sharding)
-    iterator.close()
+    """A function `count -> steps/s` that runs the engine's jitted train step back to back on
+    batches already on the device (one chunk, engine/feed.py), compiled once, here."""
+    batches = feed.BatchFeed(loop.open_train_iterator(plan), plan.mesh, plan.steps_per_transfer)
+    chunk = batches.next_chunk(0)
+    batches.close()
     step = loop.make_train_step(plan)
     state, sums = loop.init_state(plan), loop.zero_metric_sums(plan)
 
     def run():
         nonlocal state, sums
-        state, sums = step(state, batch, sums)
+        state, sums = step(state, chunk, sums)
         return sums
 
     return lambda count: _timed(run, count)
 
 
 def pipeline_alone(plan: loop.Setup, count: int) -> float:
-    """Batches/s from the train iterator, each placed on the device as the loop places it."""
-    iterator = loop.open_train_iterator(plan)
-    rate = _timed(lambda: sharding.put_batch(next(iterator), plan.batch_sharding), count)
-    iterator.close()
+    """Batches/s from the train iterator, moved to the device as the loop moves them."""
+    batches = feed.BatchFeed(loop.open_train_iterator(plan), plan.mesh, plan.steps_per_transfer)
+    steps = iter(range(10**9))
+    rate = _timed(lambda: batches.next_chunk(next(steps)), count)
+    batches.close()
     return rate
 
 

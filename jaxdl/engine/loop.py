@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from jaxdl import config as config_lib
 from jaxdl import data
+from jaxdl.engine import feed as feed_lib
 from jaxdl.engine import sharding
 from jaxdl.engine.checkpoints import Checkpointer
 from jaxdl.engine.faults import FaultPlan
@@ -52,6 +53,13 @@ class Setup:
 
     def example_batch(self) -> dict[str, np.ndarray]:
         return _example_batch(self.dataset)
+
+    @property
+    def steps_per_transfer(self) -> int:
+        """Train batches moved to the devices in one transfer (see engine/feed.py)."""
+        local_batch = self.config.data.batch_size // jax.process_count()
+        one_example = sum(value.nbytes for value in self.example_batch().values())
+        return feed_lib.steps_per_transfer(local_batch * one_example)
 
 
 def _example_batch(dataset: data.DatasetSpec) -> dict[str, np.ndarray]:
@@ -110,9 +118,10 @@ _AUGMENT_SALT = 0x61756720
 
 
 def make_train_step(plan: Setup) -> Callable[[Any, Any, Any], tuple[Any, Any]]:
-    """The jitted step `(state, batch, metric_sums) -> (state, metric_sums + metrics)`.
+    """The jitted step `(state, chunk, metric_sums) -> (state, metric_sums + metrics)`.
 
-    It runs the augmentations on the device, then the task's step. Augmentation is keyed by the
+    It takes its batch from a chunk of several steps' batches (engine/feed.py), runs the
+    augmentations on the device, then the task's step. Augmentation is keyed by the
     seed and `state.step`, so every step's draw is fixed whether or not the run was resumed.
     Metrics are summed on the device, so the loop fetches them once per `log_every` steps, not
     once per step. The state and the sums are donated: their buffers are updated in place.
@@ -120,7 +129,8 @@ def make_train_step(plan: Setup) -> Callable[[Any, Any, Any], tuple[Any, Any]]:
     task, augmentations = plan.task, plan.augmentations
     augment_key = jax.random.fold_in(jax.random.PRNGKey(plan.config.seed), _AUGMENT_SALT)
 
-    def step(state: Any, batch: dict[str, jax.Array], sums: Any) -> tuple[Any, Any]:
+    def step(state: Any, chunk: dict[str, jax.Array], sums: Any) -> tuple[Any, Any]:
+        batch = feed_lib.select_batch(chunk, state.step)
         key = jax.random.fold_in(augment_key, state.step)
         state, metrics = task.train_step(state, data.augment_batch(augmentations, batch, key))
         return state, jax.tree.map(lambda total, value: total + value, sums, metrics)
@@ -128,7 +138,7 @@ def make_train_step(plan: Setup) -> Callable[[Any, Any, Any], tuple[Any, Any]]:
     replicated = sharding.replicated(plan.mesh)
     return jax.jit(
         step,
-        in_shardings=(plan.state_sharding, plan.batch_sharding, replicated),
+        in_shardings=(plan.state_sharding, feed_lib.chunk_sharding(plan.mesh), replicated),
         out_shardings=(plan.state_sharding, replicated),
         donate_argnums=(0, 2),
     )
@@ -250,14 +260,17 @@ def train(
     config = plan.config
     wall_start = time.perf_counter()
     num_steps = config.train.num_steps
+    # Read once: a ConfigDict attribute costs microseconds, and the loop runs per step.
+    log_every, eval_every = config.train.log_every, config.train.eval_every
+    checkpoint_every = config.train.checkpoint_every
 
     checkpointer = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
-    train_iter = open_train_iterator(plan)
+    batches = feed_lib.BatchFeed(open_train_iterator(plan), plan.mesh, plan.steps_per_transfer)
     latest = checkpointer.latest_step()
     if latest is None:
         state, loop = init_state(plan), _new_loop_state()
     else:
-        state, loop = checkpointer.restore(latest, plan.abstract_state, train_iter)
+        state, loop = checkpointer.restore(latest, plan.abstract_state, batches)
     step = int(jax.device_get(state.step))
     throughput = Throughput(loop["timed_steps"], loop["timed_seconds"])
     log = MetricsLog(workdir, resume_step=step)
@@ -277,8 +290,7 @@ def train(
     metric_sums, summed_steps = zero_metric_sums(plan), 0
     first_step_of_process = True
     while step < num_steps and not loop["stopped_early"]:
-        batch = sharding.put_batch(next(train_iter), plan.batch_sharding)
-        state, metric_sums = train_step(state, batch, metric_sums)
+        state, metric_sums = train_step(state, batches.next_chunk(step), metric_sums)
         step += 1
         summed_steps += 1
         bar.update(1)
@@ -289,14 +301,14 @@ def train(
             first_step_of_process = False
 
         is_last = step == num_steps
-        if step % config.train.log_every == 0 or is_last:
+        if step % log_every == 0 or is_last:
             train_metrics = _mean_metrics(metric_sums, summed_steps)
             metric_sums, summed_steps = zero_metric_sums(plan), 0
             log.write(step, "train", train_metrics)
             bar.set_postfix_str(format_metrics(train_metrics), refresh=False)
 
-        do_eval = step % config.train.eval_every == 0 or is_last
-        do_checkpoint = step % config.train.checkpoint_every == 0 or is_last
+        do_eval = step % eval_every == 0 or is_last
+        do_checkpoint = step % checkpoint_every == 0 or is_last
         if not (do_eval or do_checkpoint):
             continue
         jax.block_until_ready(state)
@@ -315,7 +327,7 @@ def train(
                 timed_seconds=throughput.seconds,
             )
             wall_start = now
-            checkpointer.save(step, state, train_iter, loop)
+            checkpointer.save(step, state, batches, loop)
             faults.after_save_started(step)
             if plan.mesh.devices.flat[0].platform == "cpu":
                 # On CPU the background write competes with the steps for the same cores;
@@ -361,5 +373,5 @@ def train(
     plot_curves(workdir, workdir / "curves.png")
     log.close()
     checkpointer.close()
-    train_iter.close()
+    batches.close()
     return summary
