@@ -11,8 +11,9 @@ from tests.run_helpers import RESUME_OVERRIDES, run_train, summary
 @pytest.mark.parametrize(
     "faults",
     [
-        # Between the checkpoints of steps 20 and 30. Saves are asynchronous, so the step-20
-        # save may still be in flight: then the run resumes from step 10.
+        # Between the checkpoints of steps 20 and 30, mid-epoch and mid-chunk of the batch feed.
+        # On CPU the loop waits for each save, so the run resumes from step 20 (on an
+        # accelerator the step-20 save could still be in flight, and it would resume from 10).
         "kill_at_step=25",
         # While the step-30 checkpoint is being written (step 20's is complete by then:
         # Orbax finishes one save before starting the next).

@@ -48,7 +48,8 @@ class Checkpointer:
         data_iterator: Any,
         loop_state: dict[str, Any],
     ) -> None:
-        """Saves asynchronously; `loop_state['best_step']` is kept until a better one comes."""
+        """Starts an asynchronous save (`wait` ends it); `loop_state['best_step']` is kept until a
+        better one comes."""
         self._policy.best_step = loop_state["best_step"]
         if step in self.manager.all_steps():
             # A resumed run replaying steps reaches the same state; the saved copy stands.
