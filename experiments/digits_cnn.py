@@ -36,6 +36,10 @@ def get_config(variant: str = ""):
     config.train.num_steps = 1500
     config.train.eval_every = 100
     config.train.checkpoint_every = 500
+    # The best checkpoint by validation loss: accuracy on 180 images moves in steps of 0.56%
+    # and ties early, so it picked checkpoints from early in the run.
+    config.train.monitor = "loss"
+    config.train.monitor_mode = "min"
 
     if variant == "quick":
         config.model.conv_features = (8, 16)
