@@ -1,14 +1,24 @@
 """Tests run on CPU. Eight virtual devices let one process test sharding over a real mesh."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Must be set before JAX initialises its backend; no test may import jax before this file.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache for the session, shared with the CLI subprocesses the tests
+# start: the quick CNN compiles once instead of once per process. Executables are the same
+# either way, so results are too.
+_COMPILATION_CACHE = tempfile.mkdtemp(prefix="jaxdl-test-xla-cache-")
+atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _COMPILATION_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
-import pytest
+import pytest  # noqa: E402 (after the environment above)
 
-from tests.run_helpers import RESUME_OVERRIDES, run_train
+from tests.run_helpers import RESUME_OVERRIDES, run_train  # noqa: E402
 
 
 @pytest.fixture(scope="session")

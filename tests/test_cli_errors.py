@@ -148,6 +148,10 @@ SETUP_ERRORS = {
         ['--config.data.augment=("twist",)'],
         ["config.data.augment", "unknown augmentation 'twist'", "shift, flip"],
     ),
+    "unknown_pipeline": (
+        ["--config.data.pipeline=disk"],
+        ["data.pipeline='disk'", "auto, memory, stream"],
+    ),
     "monitor_not_a_metric": (
         ["--config.train.monitor=f1"],
         ["config.train.monitor='f1'", "not a validation metric", "accuracy, loss"],

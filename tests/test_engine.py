@@ -210,3 +210,16 @@ def test_throughput_report_quick_mode(tmp_path):
     # Running again replaces the section instead of adding a second one.
     throughput.main(["--quick", "--experiments", "digits_mlp", "--results", str(results)])
     assert results.read_text().count(throughput.BEGIN) == 1
+
+
+def test_init_compiled_without_optimisations_matches_an_optimised_build():
+    config = config_lib.make_quick(config_lib.base_config())
+    config.model = config_lib.ml_collections.ConfigDict(
+        {"name": "cnn", "conv_features": (8,), "dropout_rate": 0.1}
+    )
+    plan = loop.setup(config)
+    optimised = jax.jit(plan.task.init_state)(jax.random.PRNGKey(0), plan.example_batch())
+    state = loop.init_state(plan)
+    # The same draws: at most the last bit of a float differs.
+    chex.assert_trees_all_close(state, optimised, rtol=1e-6, atol=1e-7)
+    assert tree_fingerprint(state) == tree_fingerprint(loop.init_state(plan))
