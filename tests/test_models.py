@@ -6,6 +6,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import pytest
 from flax import linen as nn
 
@@ -338,28 +339,42 @@ def test_lenet5_input_errors(shape, pattern):
     ],
 )
 def test_patch_conv_matches_xla_convolution_and_its_gradients(input_shape, kernel, padding):
-    x = jax.random.normal(jax.random.PRNGKey(0), input_shape)
+    x = _normal(input_shape, seed=0)
     reference = nn.Conv(5, kernel, padding=padding)
     patches = nn.Conv(5, kernel, padding=padding, conv_general_dilated=patch_conv)
-    params = reference.init(jax.random.PRNGKey(1), x)
+    params = _params_like(reference, x)
     # The same parameter tree: checkpoints of either implementation load into the other.
-    chex.assert_trees_all_equal_shapes(params, patches.init(jax.random.PRNGKey(1), x))
+    chex.assert_trees_all_equal_shapes(params, _params_like(patches, x))
 
-    def loss(module, params, x):
-        return jnp.sum(jnp.sin(module.apply(params, x)))
+    @jax.jit
+    def outputs_and_grads(params, x):
+        def loss(module, params, x):
+            return jnp.sum(jnp.sin(module.apply(params, x)))
 
-    chex.assert_trees_all_close(
-        patches.apply(params, x), reference.apply(params, x), rtol=1e-5, atol=1e-5
-    )
-    grads = jax.grad(functools.partial(loss, patches), argnums=(0, 1))(params, x)
-    expected = jax.grad(functools.partial(loss, reference), argnums=(0, 1))(params, x)
-    chex.assert_trees_all_close(grads, expected, rtol=1e-4, atol=1e-4)
+        return [
+            (module.apply(params, x), jax.grad(functools.partial(loss, module), (0, 1))(params, x))
+            for module in (patches, reference)
+        ]
+
+    (out, grads), (expected_out, expected_grads) = outputs_and_grads(params, x)
+    chex.assert_trees_all_close(out, expected_out, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(grads, expected_grads, rtol=1e-4, atol=1e-4)
 
 
 def test_patch_conv_hands_strided_and_grouped_convs_to_xla():
-    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 4))
+    x = _normal((2, 8, 8, 4), seed=0)
     for fields in ({"strides": (2, 2)}, {"feature_group_count": 2}, {"kernel_dilation": 2}):
         reference = nn.Conv(4, (3, 3), **fields)
         patches = nn.Conv(4, (3, 3), conv_general_dilated=patch_conv, **fields)
-        params = reference.init(jax.random.PRNGKey(1), x)
+        params = _params_like(reference, x)
         chex.assert_trees_all_equal(patches.apply(params, x), reference.apply(params, x))
+
+
+def _normal(shape, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def _params_like(module: nn.Module, x: np.ndarray):
+    """Random parameters without compiling a random initialiser (seconds each on CPU)."""
+    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), x)
+    return jax.tree.map(lambda s: _normal(s.shape, seed=s.size), shapes)

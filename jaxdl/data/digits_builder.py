@@ -9,8 +9,6 @@ import pathlib
 
 import numpy as np
 import tensorflow_datasets as tfds
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 BUILDER_NAME = "sklearn_digits"
 NUM_CLASSES = 10
@@ -21,6 +19,9 @@ VALIDATION_FRACTION = 0.1  # of the whole dataset, taken from what the test spli
 
 def split_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
     """Fixed stratified train/validation/test indices into load_digits() (1257/180/360)."""
+    # Imported here: scikit-learn takes 1.4 s to import, and only preparing the data needs it.
+    from sklearn.model_selection import train_test_split
+
     all_indices = np.arange(len(labels))
     rest, test = train_test_split(
         all_indices, test_size=TEST_FRACTION, stratify=labels, random_state=0
@@ -56,6 +57,8 @@ class SklearnDigits(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
         del dl_manager  # Everything ships with scikit-learn.
+        from sklearn.datasets import load_digits  # Only when preparing; see split_indices.
+
         digits = load_digits()
         images = digits.images.astype(np.uint8)[..., np.newaxis]
         labels = digits.target

@@ -2,17 +2,18 @@
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # Headless: runs on servers and CI without a display.
-import matplotlib.pyplot as plt
-
 from jaxdl.engine.metrics_log import read_records
 
 SKIPPED = {"step", "split", "learning_rate", "grad_norm"}
 
 
 def plot_curves(workdir: Path, out_path: Path) -> Path | None:
+    # Imported here, once per run, not at every start of the CLI.
+    import matplotlib
+
+    matplotlib.use("Agg")  # Headless: runs on servers and CI without a display.
+    import matplotlib.pyplot as plt
+
     records = read_records(workdir)
     curves: dict[str, dict[str, tuple[list, list]]] = {}
     for record in records:
