@@ -162,6 +162,8 @@ def cmd_list(args: argparse.Namespace, rest: list[str]) -> int:
         print(f"  {path.stem:24s} {doc[0] if doc else ''}")
     print(f"models:     {', '.join(models.MODEL_NAMES)}")
     print(f"datasets:   {', '.join(data.DATASET_NAMES)}, npz:/path/file.npz")
+    print(f"pipelines:  {', '.join(data.PIPELINES)} (data.pipeline)")
+    print(f"augment:    {', '.join(data.AUGMENTATIONS)} (data.augment, on the device)")
     print(f"tasks:      {', '.join(tasks.TASK_NAMES)}")
     print(f"optimizers: {', '.join(config_lib.OPTIMIZERS)}")
     print(f"schedules:  {', '.join(config_lib.SCHEDULES)}")
