@@ -120,12 +120,15 @@ class ArrayTrainIterator(grain.DatasetIterator):
 def array_eval_batches(split: ExampleArrays, batch_size: int) -> Iterator[Batch]:
     """Slices of `split` in order, the last one zero-padded, with a 'mask' of real examples."""
     for start in range(0, len(split), batch_size):
-        batch = split.take(slice(start, start + batch_size))
-        num_real = len(next(iter(batch.values())))
-        if num_real < batch_size:
-            batch = {
-                key: np.pad(value, [(0, batch_size - num_real)] + [(0, 0)] * (value.ndim - 1))
-                for key, value in batch.items()
-            }
-        batch["mask"] = (np.arange(batch_size) < num_real).astype(np.float32)
-        yield batch
+        yield pad_batch(split.take(slice(start, start + batch_size)), batch_size)
+
+
+def pad_batch(batch: Batch, batch_size: int) -> Batch:
+    """`batch` zero-padded to `batch_size` rows, plus 'mask' (B,) float32: 1 for real rows."""
+    num_real = len(next(iter(batch.values())))
+    padded = {
+        key: np.pad(value, [(0, batch_size - num_real)] + [(0, 0)] * (value.ndim - 1))
+        for key, value in batch.items()
+    }
+    padded["mask"] = (np.arange(batch_size) < num_real).astype(np.float32)
+    return padded

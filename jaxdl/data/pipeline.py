@@ -11,7 +11,7 @@ import grain
 import numpy as np
 from absl import flags
 
-from jaxdl.data.arrays import ArrayTrainIterator, ExampleArrays, array_eval_batches
+from jaxdl.data.arrays import ArrayTrainIterator, ExampleArrays, array_eval_batches, pad_batch
 from jaxdl.data.order import EpochShuffledDataset
 from jaxdl.data.spec import DatasetSpec
 from jaxdl.errors import UserInputError
@@ -90,13 +90,7 @@ def eval_batches(spec: DatasetSpec, split: str, *, batch_size: int) -> Iterator[
 def _padded(batches: grain.DatasetIterator, batch_size: int) -> Iterator[Batch]:
     try:
         for batch in batches:
-            num_real = len(batch["label"])
-            padded = {
-                key: np.pad(value, [(0, batch_size - num_real)] + [(0, 0)] * (value.ndim - 1))
-                for key, value in batch.items()
-            }
-            padded["mask"] = (np.arange(batch_size) < num_real).astype(np.float32)
-            yield padded
+            yield pad_batch(batch, batch_size)
     finally:
         batches.close()
 
