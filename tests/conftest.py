@@ -28,3 +28,29 @@ def reference_run(tmp_path_factory):
     result = run_train(workdir, *RESUME_OVERRIDES)
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
+
+
+# Digits: a real TFDS builder prepared into a temporary data_dir once for the session.
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="session")
+def digits(digits_dir):
+    """Streamed: its splits are the builder's raw records."""
+    from jaxdl.data import load_dataset
+    from tests.data_helpers import data_config
+
+    return load_dataset(data_config("digits", digits_dir))
+
+
+@pytest.fixture(scope="session")
+def digits_in_memory(digits_dir):
+    """Decoded into arrays, as `data.pipeline='auto'` does for digits."""
+    from jaxdl.data import load_dataset
+    from tests.data_helpers import data_config
+
+    return load_dataset(data_config("digits", digits_dir, pipeline="auto"))

@@ -6,7 +6,7 @@ import pytest
 from jaxdl.data import train_iterator
 from jaxdl.engine import sharding
 from jaxdl.engine.feed import BatchFeed, select_batch, steps_per_transfer
-from tests.test_data import index_spec
+from tests.data_helpers import index_spec
 
 
 def _batch_of(feed: BatchFeed, step: int) -> list[int]:
