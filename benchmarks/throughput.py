@@ -30,7 +30,7 @@ import tensorflow_datasets as tfds
 from absl import logging as absl_logging
 
 from jaxdl import cli, data
-from jaxdl.engine import feed, loop, workdir
+from jaxdl.engine import loop, workdir
 
 EXPERIMENTS = ("digits_mlp", "digits_cnn")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -51,7 +51,7 @@ def _timed(fn, count: int) -> float:
 def step_timer(plan: loop.Setup):
     """A function `count -> steps/s` that runs the engine's jitted train step back to back on
     batches already on the device (one chunk, engine/feed.py), compiled once, here."""
-    batches = feed.BatchFeed(loop.open_train_iterator(plan), plan.mesh, plan.steps_per_transfer)
+    batches = loop.open_batch_feed(plan)
     chunk = batches.next_chunk(0)
     batches.close()
     step = loop.make_train_step(plan)
@@ -67,7 +67,7 @@ def step_timer(plan: loop.Setup):
 
 def pipeline_alone(plan: loop.Setup, count: int) -> float:
     """Batches/s from the train iterator, moved to the device as the loop moves them."""
-    batches = feed.BatchFeed(loop.open_train_iterator(plan), plan.mesh, plan.steps_per_transfer)
+    batches = loop.open_batch_feed(plan)
     steps = iter(range(10**9))
     rate = _timed(lambda: batches.next_chunk(next(steps)), count)
     batches.close()

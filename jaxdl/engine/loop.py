@@ -251,6 +251,11 @@ def open_train_iterator(plan: Setup):
     )
 
 
+def open_batch_feed(plan: Setup) -> feed_lib.BatchFeed:
+    """The train batches as the step takes them: chunks of several steps, on the devices."""
+    return feed_lib.BatchFeed(open_train_iterator(plan), plan.mesh, plan.steps_per_transfer)
+
+
 def _describe(plan: Setup, num_params: int, step: int) -> str:
     splits = ", ".join(f"{name}={len(src)}" for name, src in plan.dataset.splits.items())
     return (
@@ -279,7 +284,7 @@ def train(
     checkpoint_every = config.train.checkpoint_every
 
     checkpointer = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
-    batches = feed_lib.BatchFeed(open_train_iterator(plan), plan.mesh, plan.steps_per_transfer)
+    batches = open_batch_feed(plan)
     latest = checkpointer.latest_step()
     if latest is None:
         state, loop = init_state(plan), _new_loop_state()
