@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import ml_collections
@@ -41,10 +42,55 @@ def _resolve_experiment(spec: str) -> tuple[Path, str]:
 
 
 def _load_experiment(path: Path, arg: str) -> ml_collections.ConfigDict:
-    spec = importlib.util.spec_from_file_location(f"jaxdl_experiment_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
+    """Runs the experiment file's get_config; any failure in it becomes one UserInputError.
+
+    The file is Python code run with the user's permissions (README: only run files you trust).
+    """
+    try:
+        spec = importlib.util.spec_from_file_location(f"jaxdl_experiment_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        get_config = getattr(module, "get_config", None)
+        if not callable(get_config):
+            raise UserInputError(
+                f"experiment file {path} defines no get_config() function; it must define "
+                "get_config(variant='') returning an ml_collections.ConfigDict."
+            )
+        config = get_config(arg) if arg else get_config()
+    except UserInputError:
+        raise  # check_variant's and our own messages are already clear.
+    except Exception as error:  # The file is the user's code: any exception is bad input.
+        raise UserInputError(
+            f"experiment file {path} raised {type(error).__name__}: {_one_line(error)}"
+            f"{_line_in(path, error)}; fix the file, or run with --verbose for the traceback."
+        ) from error
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise UserInputError(
+            f"experiment file {path}: get_config() returned {type(config).__name__}, not an "
+            "ml_collections.ConfigDict; build it from jaxdl.config.base_config()."
+        )
+    return config
+
+
+def _one_line(error: BaseException) -> str:
+    # SyntaxError's str() repeats the file and line, which the message already names.
+    text = error.msg if isinstance(error, SyntaxError) and error.msg else str(error)
+    return " ".join(text.split()) or "(no message)"
+
+
+def _line_in(path: Path, error: BaseException) -> str:
+    """' (line N)' for the innermost traceback frame in `path`, or '' when none is there."""
+    target = os.path.realpath(path)
+    # A SyntaxError in the file itself has no frame there: it was never run, only compiled.
+    syntax = isinstance(error, SyntaxError) and error.lineno and error.filename
+    if syntax and os.path.realpath(error.filename) == target:
+        return f" (line {error.lineno})"
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if os.path.realpath(frame.filename) == target
+    ]
+    return f" (line {frames[-1].lineno})" if frames else ""
 
 
 def _split_overrides(tokens: list[str]) -> list[tuple[str, str | None]]:
@@ -171,6 +217,7 @@ def cmd_list(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    verbose_help = "on bad input, also print the traceback"
     parser = argparse.ArgumentParser(prog="jaxdl", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train (or resume) an experiment in a workdir")
@@ -180,11 +227,13 @@ def _parser() -> argparse.ArgumentParser:
         "--fresh", action="store_true", help="move an existing run aside, start over"
     )
     train.add_argument("--show_config", action="store_true", help="print the resolved config")
+    train.add_argument("--verbose", action="store_true", help=verbose_help)
     train.set_defaults(handler=cmd_train)
     evaluate = sub.add_parser("eval", help="evaluate a run's checkpoint")
     evaluate.add_argument("--workdir", required=True)
     evaluate.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
     evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    evaluate.add_argument("--verbose", action="store_true", help=verbose_help)
     evaluate.set_defaults(handler=cmd_eval)
     listing = sub.add_parser("list", help="list experiments, models, datasets and options")
     listing.set_defaults(handler=cmd_list)
@@ -198,7 +247,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UserInputError("jaxdl train needs --workdir DIR (where the run's files go).")
         return args.handler(args, rest)
     except UserInputError as error:
-        print(f"jaxdl: error: {error}", file=sys.stderr)
+        if getattr(args, "verbose", False):
+            traceback.print_exception(error)
+        # One line, always: scripts grep for it and a wrapped message hides the field it names.
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        print(f"jaxdl: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -4,6 +4,7 @@ Experiments in `experiments/` call `base_config()` and override fields; the CLI 
 `--config.x=y` overrides on top. `validate` runs before anything touches the workdir.
 """
 
+import math
 from typing import Any
 
 import ml_collections
@@ -112,15 +113,44 @@ def _require(condition: bool, field: str, message: str) -> None:
         raise UserInputError(f"config.{field}: {message}")
 
 
-def _check_choice(config: ml_collections.ConfigDict, field: str, choices: tuple[str, ...]) -> None:
+def _get(config: ml_collections.ConfigDict, field: str) -> Any:
     value = config
     for part in field.split("."):
         value = value[part]
+    return value
+
+
+def _check_choice(config: ml_collections.ConfigDict, field: str, choices: tuple[str, ...]) -> None:
+    value = _get(config, field)
     _require(value in choices, field, f"got {value!r}; choose one of {', '.join(choices)}.")
+
+
+# Float fields that must be finite: inf passes range checks such as `> 0`, and nan in an optimizer
+# hyperparameter trains without an error, turning every parameter into nan.
+FINITE_FIELDS = (
+    "optimizer.learning_rate",
+    "optimizer.weight_decay",
+    "optimizer.grad_clip_norm",
+    "optimizer.eps",
+    "optimizer.b1",
+    "optimizer.b2",
+    "optimizer.momentum",
+    "data.validation_fraction",
+    "schedule.end_factor",
+    "schedule.decay_factor",
+)
+
+
+def _check_finite(config: ml_collections.ConfigDict, field: str) -> None:
+    value = _get(config, field)
+    finite = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    _require(finite, field, f"got {value!r}; it must be a finite number.")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks the fields the engine owns; models, data and tasks check their own on construction."""
+    for field in FINITE_FIELDS:
+        _check_finite(config, field)
     _check_choice(config, "optimizer.name", OPTIMIZERS)
     _check_choice(config, "schedule.name", SCHEDULES)
     _check_choice(config, "mesh.strategy", MESH_STRATEGIES)
@@ -129,7 +159,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _require(config.optimizer.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0.")
     _require(config.optimizer.grad_clip_norm >= 0, "optimizer.grad_clip_norm", "must be >= 0.")
     for field in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
-        _require(config.train[field] > 0, f"train.{field}", "must be a positive integer.")
+        value = config.train[field]
+        _require(value > 0, f"train.{field}", f"got {value!r}; it must be a positive integer.")
     _require(config.train.patience >= 0, "train.patience", "must be >= 0 (0 disables it).")
     _require(config.data.batch_size > 0, "data.batch_size", "must be a positive integer.")
     _require(config.data.eval_batch_size > 0, "data.eval_batch_size", "must be a positive integer.")

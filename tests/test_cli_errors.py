@@ -202,6 +202,7 @@ def test_different_config_refused_then_fresh_moves_old_run_aside(capsys, run_dir
         "--fresh",
     )
     assert "seed" not in err  # Only the fields that differ are listed.
+    assert err.count("\n") == 1, err  # One line: the fields are joined with "; ".
     assert snapshot(tmp_path) == before
 
     code, out, err = run_cli(capsys, *argv, "--fresh")

@@ -66,19 +66,29 @@ def load_npz(name: str, *, validation_fraction: float, input_kind: str) -> Datas
 
 def _read_arrays(path: pathlib.Path) -> dict[str, np.ndarray]:
     if not path.is_file():
+        problem = "is not a regular file" if path.exists() else "does not exist"
         raise UserInputError(
-            f"npz file {path} (from data.name) does not exist. Fix the path in data.name."
+            f"npz file {path} (from data.name) {problem}. Fix the path in data.name."
         )
-    not_npz = (
-        f"{path} (from data.name) is not an .npz archive. Save the data with "
-        "np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)."
+    save_hint = (
+        "Save the data with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)."
     )
     try:
         archive = np.load(path, allow_pickle=False)
+    except PermissionError as error:
+        raise UserInputError(
+            f"npz file {path} (from data.name) cannot be read ({error.strerror}); fix its "
+            "permissions."
+        ) from error
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise UserInputError(not_npz) from error
+        raise UserInputError(
+            f"{path} (from data.name) is not an .npz archive, or is truncated "
+            f"({_one_line(error)}). {save_hint}"
+        ) from error
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise UserInputError(not_npz)
+        raise UserInputError(
+            f"{path} (from data.name) is not an .npz archive but one .npy array. {save_hint}"
+        )
     with archive:
         present = set(archive.files)
         wanted = [array for pair in SPLIT_ARRAYS.values() for array in pair]
@@ -97,11 +107,21 @@ def _read_arrays(path: pathlib.Path) -> dict[str, np.ndarray]:
 def _read_array(archive: np.lib.npyio.NpzFile, array: str, path: pathlib.Path) -> np.ndarray:
     try:
         return archive[array]
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        # allow_pickle=False: an object array is refused rather than unpickled (it could run code).
+        fix = (
+            "Store plain numeric arrays, not Python objects."
+            if "allow_pickle" in str(error)
+            else "The file is damaged (truncated or corrupt); save it again."
+        )
         raise UserInputError(
-            f"array {array} in npz file {path} cannot be read ({error}). Store plain numeric "
-            "arrays, not objects."
+            f"array {array} in npz file {path} (from data.name) cannot be read "
+            f"({_one_line(error)}). {fix}"
         ) from error
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _check_arrays(

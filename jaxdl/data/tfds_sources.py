@@ -4,8 +4,10 @@ Only tfds.data_source is used: tfds.load and as_dataset import TensorFlow, which
 not install. data_source needs the array_record file format.
 """
 
+import contextlib
+import logging
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import tensorflow_datasets as tfds
 
@@ -28,13 +30,22 @@ ARRAY_RECORD = tfds.core.file_adapters.FileFormat.ARRAY_RECORD
 def load_digits(*, data_dir: str, validation_fraction: float, input_kind: str) -> DatasetSpec:
     """scikit-learn digits, prepared into data_dir on first use (no network needed)."""
     del validation_fraction  # The builder has fixed splits, validation included.
+    data_dir = checked_data_dir(data_dir, "digits", creates=True)
     # Bars would flood logs on every first run; TFDS still prints one line to stdout.
     tfds.disable_progress_bar()
     builder = digits_builder.SklearnDigits(data_dir=data_dir or None, file_format=ARRAY_RECORD)
-    # The GCS probe is a network call: skip it, this builder is never published there.
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-    )
+    try:
+        # The GCS probe is a network call: skip it, this builder is never published there.
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+        )
+    except OSError as error:  # Read-only or full disk, or a permission missing under data_dir.
+        where = f"data.data_dir={data_dir!r}" if data_dir else "the TFDS default data_dir"
+        raise UserInputError(
+            f"cannot prepare dataset 'digits' in {where} ({error.strerror or error}"
+            f"{': ' + str(error.filename) if error.filename else ''}); make it writable or set "
+            "data.data_dir to a writable folder."
+        ) from error
     splits = _open_prepared(digits_builder.BUILDER_NAME, SPLIT_NAMES, data_dir)
     return _image_spec("digits", splits, digits_builder.MAX_PIXEL, input_kind)
 
@@ -43,12 +54,41 @@ def load_tfds_images(
     name: str, *, data_dir: str, validation_fraction: float, input_kind: str
 ) -> DatasetSpec:
     """mnist / fashion_mnist / cifar10 from an already prepared data_dir; never downloads."""
+    data_dir = checked_data_dir(data_dir, name, creates=False)
     splits = _open_prepared(name, ("train", "test"), data_dir)
     train, validation = split_off_validation(
         splits["train"], validation_fraction, what=f"dataset {name!r}"
     )
     splits = {"train": train, "validation": validation, "test": splits["test"]}
     return _image_spec(name, splits, 255, input_kind)
+
+
+def checked_data_dir(data_dir: str, name: str, *, creates: bool) -> str:
+    """data.data_dir as an absolute path ('' stays '': TFDS's default), checked before TFDS.
+
+    TFDS would otherwise fail deep inside with a traceback (a file given as the dir), or quietly
+    create a whole tree for a typo. `creates`: the loader prepares the dataset into the dir, so it
+    may be absent as long as its parent exists. A missing dir to read from is left to
+    _open_prepared, which explains it (tfds.testing.mock_data needs no dir at all).
+    """
+    if not data_dir:
+        return ""
+    path = pathlib.Path(data_dir).expanduser().resolve()
+    field = f"data.data_dir={data_dir!r}"
+    try:
+        if path.exists() and not path.is_dir():
+            raise UserInputError(f"{field} is a file, not a directory; fix data.data_dir.")
+        if not path.exists() and not path.parent.is_dir():
+            raise UserInputError(
+                f"{field}: neither {path} nor its parent {path.parent} exists; create the "
+                "parent (jaxdl creates only the last folder) or fix data.data_dir."
+            )
+    except OSError as error:
+        raise UserInputError(
+            f"{field} cannot be read ({error.strerror or error}); fix its permissions or set "
+            "data.data_dir to another folder."
+        ) from error
+    return str(path)
 
 
 def _image_spec(
@@ -69,17 +109,49 @@ def _image_spec(
 
 def _open_prepared(name: str, splits: Sequence[str], data_dir: str) -> dict[str, RecordSource]:
     try:
-        return tfds.data_source(
-            name,
-            split={split: split for split in splits},
-            data_dir=data_dir or None,
-            download=False,
-        )
+        with _tfds_warnings_off():
+            return tfds.data_source(
+                name,
+                split={split: split for split in splits},
+                data_dir=data_dir or None,
+                download=False,
+            )
     except Exception as error:  # TFDS raises assorted types here; what is on disk says which.
-        problem = _preparation_problem(name, data_dir)
+        if data_dir and not pathlib.Path(data_dir).exists():
+            raise UserInputError(
+                f"dataset {name!r} is not prepared in {data_dir} (data.data_dir, which does not "
+                "exist). This machine has no internet, so jaxdl never downloads it. "
+                + _build_hint(name, pathlib.Path(data_dir))
+            ) from error
+        with _tfds_warnings_off():
+            problem = _preparation_problem(name, data_dir)
         if problem is None:
             raise
         raise problem from error
+
+
+@contextlib.contextmanager
+def _tfds_warnings_off() -> Iterator[None]:
+    """Hides TFDS's absl warnings, e.g. 'Variant folder ... has no dataset_info.json'.
+
+    TFDS logs them for a dataset that is not there, on top of the error that jaxdl turns into
+    one line naming data.data_dir and the fix; errors still show.
+    """
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _build_hint(name: str, root: pathlib.Path) -> str:
+    return (
+        f"On a machine with internet (and TensorFlow) run `tfds build {name} --data_dir DIR "
+        f"--file_format array_record`, then copy DIR/{name} into {root} "
+        "(or set data.data_dir to the folder that holds it)."
+    )
 
 
 def _preparation_problem(name: str, data_dir: str) -> UserInputError | None:
@@ -90,11 +162,7 @@ def _preparation_problem(name: str, data_dir: str) -> UserInputError | None:
     where = (
         f"{root} (data.data_dir)" if data_dir else f"{root} (the TFDS default: data.data_dir='')"
     )
-    build = (
-        f"On a machine with internet (and TensorFlow) run `tfds build {name} --data_dir DIR "
-        f"--file_format array_record`, then copy DIR/{name} into {root} "
-        "(or set data.data_dir to the folder that holds it)."
-    )
+    build = _build_hint(name, root)
     if not builder.is_prepared():
         return UserInputError(
             f"dataset {name!r} is not prepared in {where}. This machine has no "
