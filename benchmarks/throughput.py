@@ -31,6 +31,8 @@ from absl import logging as absl_logging
 
 from jaxdl import cli, data
 from jaxdl.engine import loop, workdir
+from jaxdl.engine import steps as steps_lib
+from jaxdl.engine.setup import init_state
 
 EXPERIMENTS = ("digits_mlp", "digits_cnn")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -51,11 +53,11 @@ def _timed(fn, count: int) -> float:
 def step_timer(plan: loop.Setup):
     """A function `count -> steps/s` that runs the engine's jitted train step back to back on
     batches already on the device (one chunk, engine/feed.py), compiled once, here."""
-    batches = loop.open_batch_feed(plan)
+    batches = steps_lib.open_batch_feed(plan)
     chunk = batches.next_chunk(0)
     batches.close()
-    step = loop.make_train_step(plan)
-    state, sums = loop.init_state(plan), loop.zero_metric_sums(plan)
+    step = steps_lib.make_train_step(plan)
+    state, sums = init_state(plan), steps_lib.zero_tally(plan)
 
     def run():
         nonlocal state, sums
@@ -67,7 +69,7 @@ def step_timer(plan: loop.Setup):
 
 def pipeline_alone(plan: loop.Setup, count: int) -> float:
     """Batches/s from the train iterator, moved to the device as the loop moves them."""
-    batches = loop.open_batch_feed(plan)
+    batches = steps_lib.open_batch_feed(plan)
     steps = iter(range(10**9))
     rate = _timed(lambda: batches.next_chunk(next(steps)), count)
     batches.close()

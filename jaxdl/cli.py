@@ -21,7 +21,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from jaxdl import config as config_lib
-from jaxdl.errors import UserInputError, close_matches
+from jaxdl.errors import EXIT_DIVERGED, UserInputError, close_matches
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -155,25 +155,43 @@ def _quiet_logs() -> None:
 
 
 def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
-    from jaxdl.engine import loop, workdir
-    from jaxdl.engine.faults import FaultPlan
+    from jaxdl.engine import workdir
+    from jaxdl.engine.preemption import EXIT_PREEMPTED, Preempted, Preemption
 
     config = parse_config(args.config, rest)
     if args.show_config:
         print(workdir.config_to_json(config), end="")  # The form saved as config.json.
         return 0
+    # From here on SIGTERM and SIGINT stop the run cleanly (engine/preemption.py).
+    with Preemption() as preemption:
+        try:
+            return _train(args, rest, config, preemption)
+        except Preempted as stop:
+            where = f" at step {stop.step}" if stop.step is not None else " before training"
+            print(
+                f"jaxdl: stopped by {stop.signal_name}{where}; run the same command to resume.",
+                file=sys.stderr,
+            )
+            return EXIT_PREEMPTED
+
+
+def _train(args: argparse.Namespace, rest: list[str], config, preemption) -> int:
+    from jaxdl.engine import loop, workdir
+    from jaxdl.engine.faults import FaultPlan
+
     faults = FaultPlan.from_env(dict(os.environ))
     run_dir = Path(args.workdir)
     # Decide about the workdir first (cheap), then check everything else before writing to it.
     state = workdir.inspect_workdir(run_dir, config, fresh=args.fresh)
     if state is workdir.WorkdirState.FINISHED:
         summary = json.loads((run_dir / workdir.SUMMARY_FILE).read_text())
+        status = summary.get("status", "completed")
         print(
-            f"{run_dir} already holds a finished run of this config "
-            f"({summary['steps']} steps, {json.dumps(summary['final_metrics'])}); nothing to do. "
+            f"{run_dir} already holds a finished run of this config ({status}, "
+            f"{summary.get('steps')} steps, {json.dumps(summary.get('final_metrics'))}); nothing to do. "
             "Pass --fresh to train again (the old run is moved aside)."
         )
-        return 0
+        return EXIT_DIVERGED if status == "diverged" else 0
     _quiet_logs()
     plan = loop.setup(config)
     if state is workdir.WorkdirState.NEW:
@@ -181,9 +199,15 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
         if moved:
             print(f"moved the previous contents of {run_dir} to {moved}")
     command = " ".join(["jaxdl train", f"--config {args.config}", f"--workdir {run_dir}", *rest])
-    summary = loop.train(plan, run_dir, faults, run_info={"command": command})
+    summary = loop.train(plan, run_dir, faults, run_info={"command": command}, preemption=preemption)
     print(json.dumps({k: summary[k] for k in ("final_metrics", "steps", "wall_seconds")}))
     print(f"wrote {run_dir / workdir.SUMMARY_FILE}, curves.png, metrics.jsonl, tensorboard/")
+    if summary["status"] == "diverged":
+        print(
+            f"jaxdl: training diverged: {json.dumps(summary['nonfinite']['stopped'])}",
+            file=sys.stderr,
+        )
+        return EXIT_DIVERGED
     return 0
 
 

@@ -73,6 +73,16 @@ def base_config() -> ml_collections.ConfigDict:
         0  # Evaluations without improvement before stopping; 0 never stops early.
     )
     config.train.progress_bar = True
+    # Also save whenever this many minutes passed since the last save (0 turns it off).
+    config.train.checkpoint_every_minutes = 0.0
+    # Non-finite loss or updates (engine/nonfinite.py): 'rollback', 'skip', 'stop' or 'off'.
+    config.train.nonfinite = "rollback"
+    config.train.nonfinite_patience = 10  # Dropped updates in a row before a rollback or stop.
+    config.train.nonfinite_lr_factor = 0.5  # Learning-rate multiplier at each rollback.
+    config.train.nonfinite_max_rollbacks = 3  # Then stop.
+
+    # JAX's NaN checker: stops at the first operation that makes a NaN (slow; for debugging).
+    config.debug_nans = False
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.strategy = "data_parallel"  # 'fsdp' shards parameters over the same axis.
@@ -94,13 +104,38 @@ def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, An
     return flat
 
 
-# Fields that change how a run looks, not what it computes: a resume may change them.
-PRESENTATION_FIELDS = frozenset({"train.progress_bar"})
+# Fields that change how a run looks or how often it is saved, not what it computes: a resume
+# may change them (e.g. turn on debug_nans to find the operation that made a NaN).
+PRESENTATION_FIELDS = frozenset(
+    {"train.progress_bar", "train.checkpoint_every_minutes", "debug_nans"}
+)
+
+
+def with_new_fields(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved flattened config plus the base fields added since it was written, at their defaults.
+
+    A run saved by an earlier jaxdl then compares equal to the same experiment today, and its
+    config.json loads with every field the engine reads (e.g. train.nonfinite, added in 0.2.0).
+    """
+    return {**flatten(base_config()), **saved}
+
+
+def unflatten(flat: dict[str, Any]) -> ml_collections.ConfigDict:
+    """The inverse of `flatten` (sequences stay lists, as config.json stores them)."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return ml_collections.ConfigDict(nested)
 
 
 def diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Human-readable lines for each field that differs between two flattened configs."""
     lines = []
+    saved = with_new_fields(saved)
     for key in sorted((set(saved) | set(current)) - PRESENTATION_FIELDS):
         old, new = saved.get(key, "<absent>"), current.get(key, "<absent>")
         if old != new:
@@ -175,6 +210,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "schedule.boundaries",
         "must be fractions of train.num_steps strictly between 0 and 1.",
     )
+    validate_reliability(config)
 
 
 def make_quick(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -193,3 +229,46 @@ def check_variant(variant: str, known: tuple[str, ...] = ("quick",)) -> None:
             f"unknown experiment variant {variant!r}; choose one of {', '.join(known)} "
             "(written as --config FILE.py:VARIANT)."
         )
+
+
+def scale_learning_rates(
+    config: ml_collections.ConfigDict, scale: float
+) -> ml_collections.ConfigDict:
+    """A copy with every field named `learning_rate`, at any depth, multiplied by `scale`."""
+    scaled = ml_collections.ConfigDict(config.to_dict())
+
+    def visit(node: ml_collections.ConfigDict) -> None:
+        for key, value in node.items():
+            if isinstance(value, ml_collections.ConfigDict):
+                visit(value)
+            elif key == "learning_rate":
+                node[key] = value * scale
+
+    visit(scaled)
+    scaled.lock()
+    return scaled
+
+
+NONFINITE_POLICIES = ("rollback", "skip", "stop", "off")
+
+
+def validate_reliability(config: ml_collections.ConfigDict) -> None:
+    """The checkpoint-interval and non-finite fields (train.*), and debug_nans."""
+    train = config.train
+    _check_choice(config, "train.nonfinite", NONFINITE_POLICIES)
+    minutes = train.checkpoint_every_minutes
+    _require(
+        math.isfinite(minutes) and minutes >= 0,
+        "train.checkpoint_every_minutes",
+        "must be a finite number >= 0 (0 turns it off).",
+    )
+    _require(
+        train.nonfinite_patience > 0, "train.nonfinite_patience", "must be a positive integer."
+    )
+    factor = train.nonfinite_lr_factor
+    _require(
+        math.isfinite(factor) and 0 < factor < 1,
+        "train.nonfinite_lr_factor",
+        "must be strictly between 0 and 1.",
+    )
+    _require(train.nonfinite_max_rollbacks >= 0, "train.nonfinite_max_rollbacks", "must be >= 0.")

@@ -3,6 +3,11 @@
 import difflib
 from collections.abc import Iterable
 
+# Exit codes of `jaxdl` (documented in the README): 0 done, 1 a bug (traceback), 2 bad input,
+# 3 training stopped on non-finite values, 75 preempted (engine/preemption.py; run it again).
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+
 
 class UserInputError(Exception):
     """Bad configuration, data file or workdir: the message names the field or file and the fix."""

@@ -16,6 +16,19 @@ RESUME_OVERRIDES = (
 )
 
 
+def train_command(workdir: Path, *overrides: str, config: str = QUICK_CNN) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "jaxdl.train",
+        "--config",
+        config,
+        "--workdir",
+        str(workdir),
+        *overrides,
+    ]
+
+
 def run_train(
     workdir: Path, *overrides: str, faults: str = "", config: str = QUICK_CNN
 ) -> subprocess.CompletedProcess:
@@ -25,9 +38,13 @@ def run_train(
         "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
         "JAXDL_FAULTS": faults,
     }
-    command = [sys.executable, "-m", "jaxdl.train", "--config", config, "--workdir", str(workdir)]
     return subprocess.run(
-        [*command, *overrides], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+        train_command(workdir, *overrides, config=config),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 

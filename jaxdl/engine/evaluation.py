@@ -1,32 +1,58 @@
-"""Evaluating a finished or running workdir's checkpoint (`jaxdl eval`)."""
+"""Evaluating a finished or running workdir's checkpoint (`jaxdl eval`). It writes nothing."""
 
+import sys
 from pathlib import Path
 
-from jaxdl.engine import loop, workdir
+from jaxdl.engine import loop, steps, workdir
 from jaxdl.engine.checkpoints import Checkpointer
 from jaxdl.errors import UserInputError
 
 
+def _report(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 def evaluate_workdir(run_dir: Path, which: str, split: str) -> dict:
-    """Metrics of checkpoint `which` ('best', 'latest' or a step) on `split`."""
+    """Metrics of checkpoint `which` ('best', 'latest' or a step) on `split`.
+
+    An unreadable checkpoint is reported and the newest readable one below it is used instead;
+    unlike `jaxdl train`, eval leaves it where it is (the next train run moves it aside).
+    """
     config = workdir.load_config(run_dir)
     plan = loop.setup(config)
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=config.train.keep_checkpoints)
-    latest = checkpointer.latest_step()
-    if latest is None:
-        raise UserInputError(f"{run_dir}/checkpoints holds no checkpoint yet.")
-    if which == "latest":
-        step = latest
-    elif which == "best":
-        step = checkpointer.restore_loop(latest)["best_step"] or latest
-    elif which.isdigit() and int(which) in checkpointer.manager.all_steps():
-        step = int(which)
-    else:
-        steps = ", ".join(map(str, checkpointer.manager.all_steps()))
-        raise UserInputError(
-            f"--checkpoint {which}: choose best, latest or a saved step ({steps})."
+    try:
+        saved = checkpointer.all_steps()
+        if not saved:
+            raise UserInputError(f"{run_dir}/checkpoints holds no checkpoint yet.")
+        if which in ("latest", "best"):
+            step = saved[-1]
+        elif which.isdigit() and int(which) in saved:
+            step = int(which)
+        else:
+            raise UserInputError(
+                f"--checkpoint {which}: choose best, latest or a saved step "
+                f"({', '.join(map(str, saved))})."
+            )
+        # The newest readable checkpoint at or below `step`; its bookkeeping names the best step.
+        feed = steps.open_batch_feed(plan)
+        restored = checkpointer.restore_newest_readable(
+            plan.abstract_state, feed, _report, below=step + 1, move_aside=False
         )
-    state = checkpointer.restore_state(step, plan.abstract_state)
-    metrics = loop.make_eval_fn(plan)(state, split)
-    checkpointer.close()
+        feed.close()
+        if restored is None:
+            raise UserInputError(f"{run_dir}/checkpoints holds no checkpoint at or below {step}.")
+        step, state, loop_state = restored
+        best = loop_state.get("best_step")
+        if which == "best" and best is not None and best != step:
+            try:
+                state, step = checkpointer.restore_state(best, plan.abstract_state), best
+            except Exception as error:
+                _report(
+                    f"jaxdl: the best checkpoint (step {best}) cannot be read "
+                    f"({type(error).__name__}); evaluating step {step} instead"
+                )
+        metrics = steps.make_eval_fn(plan)(state, split)
+    finally:
+        checkpointer.close()
     return {"step": step, "split": split, **metrics}

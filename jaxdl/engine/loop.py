@@ -1,189 +1,41 @@
 """The training loop: one loop for every task.
 
-`setup` builds and checks everything (data, task, mesh, state shapes) without touching the workdir,
-so bad input fails before anything is written. `train` then runs, evaluates, checkpoints and
-resumes; the task supplies only `init_state`, `train_step` and `eval_step`.
+`setup` (engine/setup.py) builds and checks everything without touching the workdir, so bad input
+fails before anything is written. `train` then runs, evaluates, checkpoints and resumes; the task
+supplies only `init_state`, `train_step` and `eval_step`. Around the steps it handles what a
+machine does to a run: preemption signals (engine/preemption.py), a kill at any instant (every
+file is written atomically or append-only, and a resume rewinds to the newest readable
+checkpoint), and non-finite updates (engine/nonfinite.py).
 """
 
-import dataclasses
+import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from jaxdl import config as config_lib
-from jaxdl import data
-from jaxdl.engine import feed as feed_lib
-from jaxdl.engine import sharding
+from jaxdl.engine import nonfinite, steps
 from jaxdl.engine.checkpoints import Checkpointer
 from jaxdl.engine.faults import FaultPlan
 from jaxdl.engine.fingerprint import count_params, tree_fingerprint
 from jaxdl.engine.metrics_log import MetricsLog, format_metrics
 from jaxdl.engine.plots import plot_curves
+from jaxdl.engine.preemption import NoPreemption, Preempted, Preemption
+from jaxdl.engine.setup import (
+    Setup,
+    adopt_structure,
+    init_state,
+    setup,
+    with_learning_rate_scale,
+)
 from jaxdl.engine.workdir import SUMMARY_FILE, write_json
-from jaxdl.errors import UserInputError
-from jaxdl.tasks import Task, build_task
 
-
-@dataclasses.dataclass(frozen=True)
-class Setup:
-    """A checked run plan: everything `train` and `evaluate` need except the workdir."""
-
-    config: ml_collections.ConfigDict
-    dataset: data.DatasetSpec
-    augmentations: tuple
-    task: Task
-    mesh: jax.sharding.Mesh
-    abstract_state: Any  # ShapeDtypeStructs carrying their shardings.
-    eval_metric_names: tuple[str, ...]
-    train_metric_shapes: dict[str, jax.ShapeDtypeStruct]
-
-    @property
-    def state_sharding(self) -> Any:
-        return jax.tree.map(lambda leaf: leaf.sharding, self.abstract_state)
-
-    @property
-    def batch_sharding(self) -> jax.sharding.NamedSharding:
-        return sharding.batch_sharding(self.mesh)
-
-    def example_batch(self) -> dict[str, np.ndarray]:
-        return _example_batch(self.dataset)
-
-    @property
-    def on_cpu(self) -> bool:
-        return self.mesh.devices.flat[0].platform == "cpu"
-
-    @property
-    def steps_per_transfer(self) -> int:
-        """Train batches moved to the devices in one transfer (see engine/feed.py)."""
-        local_batch = self.config.data.batch_size // jax.process_count()
-        one_example = sum(value.nbytes for value in self.example_batch().values())
-        return feed_lib.steps_per_transfer(local_batch * one_example)
-
-
-def _example_batch(dataset: data.DatasetSpec) -> dict[str, np.ndarray]:
-    # One example is enough: parameter shapes never depend on the batch size.
-    return {
-        "input": np.zeros((1, *dataset.input_shape), np.float32),
-        "label": np.zeros((1,), np.int32),
-    }
-
-
-def setup(config: ml_collections.ConfigDict) -> Setup:
-    """Resolves and checks a config; raises UserInputError on anything a user must fix."""
-    config_lib.validate(config)
-    dataset = data.load_dataset(config.data)
-    augmentations = data.build_augmentations(config.data, dataset.input_shape)
-    task = build_task(config, dataset)
-    mesh = sharding.make_mesh(config.mesh.num_devices)
-    sharding.check_batch_divisible(config.data.batch_size, mesh, "data.batch_size")
-    sharding.check_batch_divisible(config.data.eval_batch_size, mesh, "data.eval_batch_size")
-
-    example = _example_batch(dataset)
-    shapes = jax.eval_shape(task.init_state, jax.random.PRNGKey(0), example)
-    shardings = sharding.state_shardings(shapes, mesh, config.mesh.strategy)
-    abstract_state = jax.tree.map(
-        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
-    )
-    eval_shapes = jax.eval_shape(
-        task.eval_step, shapes, {**example, "mask": np.ones(1, np.float32)}
-    )
-    eval_metric_names = tuple(sorted(name for name in eval_shapes if name != "count"))
-    _, train_metric_shapes = jax.eval_shape(task.train_step, shapes, example)
-    if config.train.monitor not in eval_metric_names:
-        raise UserInputError(
-            f"config.train.monitor={config.train.monitor!r} is not a validation metric of task "
-            f"{config.task.name!r}; choose one of {', '.join(eval_metric_names)}."
-        )
-    return Setup(
-        config,
-        dataset,
-        augmentations,
-        task,
-        mesh,
-        abstract_state,
-        eval_metric_names,
-        train_metric_shapes,
-    )
-
-
-# XLA's optimising CPU backend spends seconds on the threefry random bits of parameter
-# initialisation: 4.2 s to compile one normal draw of 1,152 numbers here, 0.15 s without the
-# optimisations, and 6 s of every quick CNN run's 19 s. A program that runs once needs none of
-# it. (The values then differ from an optimised build's in the last bit of a few percent of them.)
-_RUN_ONCE_CPU_OPTIONS = {"xla_backend_optimization_level": 0}
-
-
-def init_state(plan: Setup) -> Any:
-    """The task's fresh state, placed as the plan's shardings say."""
-    init = jax.jit(plan.task.init_state, out_shardings=plan.state_sharding)
-    args = (jax.random.PRNGKey(plan.config.seed), plan.example_batch())
-    options = _RUN_ONCE_CPU_OPTIONS if plan.on_cpu else None
-    return init.lower(*args).compile(compiler_options=options)(*args)
-
-
-# Salt that separates the augmentation key stream from the task's keys (which use the raw seed).
-_AUGMENT_SALT = 0x61756720
-
-
-def make_train_step(plan: Setup) -> Callable[[Any, Any, Any], tuple[Any, Any]]:
-    """The jitted step `(state, chunk, metric_sums) -> (state, metric_sums + metrics)`.
-
-    It takes its batch from a chunk of several steps' batches (engine/feed.py), runs the
-    augmentations on the device, then the task's step. Augmentation is keyed by the
-    seed and `state.step`, so every step's draw is fixed whether or not the run was resumed.
-    Metrics are summed on the device, so the loop fetches them once per `log_every` steps, not
-    once per step. The state and the sums are donated: their buffers are updated in place.
-    """
-    task, augmentations = plan.task, plan.augmentations
-    augment_key = jax.random.fold_in(jax.random.PRNGKey(plan.config.seed), _AUGMENT_SALT)
-
-    def step(state: Any, chunk: dict[str, jax.Array], sums: Any) -> tuple[Any, Any]:
-        batch = feed_lib.select_batch(chunk, state.step)
-        key = jax.random.fold_in(augment_key, state.step)
-        state, metrics = task.train_step(state, data.augment_batch(augmentations, batch, key))
-        return state, jax.tree.map(lambda total, value: total + value, sums, metrics)
-
-    replicated = sharding.replicated(plan.mesh)
-    return jax.jit(
-        step,
-        in_shardings=(plan.state_sharding, feed_lib.chunk_sharding(plan.mesh), replicated),
-        out_shardings=(plan.state_sharding, replicated),
-        donate_argnums=(0, 2),
-    )
-
-
-def zero_metric_sums(plan: Setup) -> dict[str, jax.Array]:
-    """Zeros shaped like the task's train metrics: the start of each `log_every` window."""
-    return jax.device_put(
-        jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), plan.train_metric_shapes),
-        sharding.replicated(plan.mesh),
-    )
-
-
-def make_eval_fn(plan: Setup):
-    """Returns `evaluate(state, split) -> metrics` over one full pass of a split."""
-    eval_step = jax.jit(
-        plan.task.eval_step,
-        in_shardings=(plan.state_sharding, plan.batch_sharding),
-        out_shardings=sharding.replicated(plan.mesh),
-    )
-    local_batch = plan.config.data.eval_batch_size // jax.process_count()
-
-    def evaluate(state: Any, split: str) -> dict[str, float]:
-        sums = None
-        for batch in data.eval_batches(plan.dataset, split, batch_size=local_batch):
-            out = eval_step(state, sharding.put_batch(batch, plan.batch_sharding))
-            sums = out if sums is None else jax.tree.map(np.add, sums, out)
-        sums = {name: float(value) for name, value in jax.device_get(sums).items()}
-        return plan.task.finalize_eval(sums)
-
-    return evaluate
+__all__ = ["Setup", "Throughput", "setup", "train"]
 
 
 class Throughput:
@@ -217,11 +69,16 @@ def _new_loop_state() -> dict[str, Any]:
         "wall_seconds": 0.0,
         "timed_steps": 0,
         "timed_seconds": 0.0,
+        # The log window's tallies at the checkpoint (steps.tally_to_host), so a run saved
+        # between two log steps logs the same window means when resumed.
+        "window": None,
+        "nonfinite": {"skipped_updates": 0, "rollbacks": [], "learning_rate_scale": 1.0},
     }
 
 
-def _mean_metrics(sums: dict[str, jax.Array], count: int) -> dict[str, float]:
-    return {name: float(value) / count for name, value in jax.device_get(sums).items()}
+def _with_defaults(loop: dict[str, Any]) -> dict[str, Any]:
+    """Loop bookkeeping from a checkpoint; those of earlier versions lack the newer keys."""
+    return {**_new_loop_state(), **loop}
 
 
 def _record_validation(
@@ -239,23 +96,6 @@ def _record_validation(
     return improved
 
 
-def open_train_iterator(plan: Setup):
-    config = plan.config
-    return data.train_iterator(
-        plan.dataset,
-        batch_size=config.data.batch_size // jax.process_count(),
-        seed=config.seed,
-        worker_count=config.data.worker_count,
-        shard_index=jax.process_index(),
-        shard_count=jax.process_count(),
-    )
-
-
-def open_batch_feed(plan: Setup) -> feed_lib.BatchFeed:
-    """The train batches as the step takes them: chunks of several steps, on the devices."""
-    return feed_lib.BatchFeed(open_train_iterator(plan), plan.mesh, plan.steps_per_transfer)
-
-
 def _describe(plan: Setup, num_params: int, step: int) -> str:
     splits = ", ".join(f"{name}={len(src)}" for name, src in plan.dataset.splits.items())
     return (
@@ -265,132 +105,282 @@ def _describe(plan: Setup, num_params: int, step: int) -> str:
     )
 
 
+class _Run:
+    """One process's part of a run: restore or start, train, finish. Holds what the steps change."""
+
+    def __init__(self, plan: Setup, workdir: Path, faults: FaultPlan, preemption: Preemption):
+        self.base_plan, self.plan = plan, plan
+        self.workdir, self.faults, self.preemption = workdir, faults, preemption
+        train = plan.config.train
+        # Read once: a ConfigDict attribute costs microseconds, and the loop runs per step.
+        self.num_steps, self.log_every = train.num_steps, train.log_every
+        self.eval_every, self.checkpoint_every = train.eval_every, train.checkpoint_every
+        self.checkpoint_seconds = 60.0 * train.get("checkpoint_every_minutes", 0.0)
+        self.policy = steps.nonfinite_policy(plan)
+        self.checked = steps.checked_names(plan)
+        self.checkpointer = Checkpointer(workdir / "checkpoints", keep=train.keep_checkpoints)
+        self.feed = steps.open_batch_feed(plan)
+        self.log: MetricsLog | None = None
+        self.bar: tqdm | None = None
+        self.stop_reason: str | None = None
+        self.wall_start = time.perf_counter()
+        restored = self.checkpointer.restore_newest_readable(
+            plan.abstract_state, self.feed, tqdm.write
+        )
+        if restored is None:
+            self.state, self.loop = init_state(plan), _new_loop_state()
+        else:
+            _, self.state, loop = restored
+            self.loop = _with_defaults(loop)
+        self.step = int(jax.device_get(self.state.step))
+        self._compile()
+        self.log = MetricsLog(workdir, resume_step=self.step)
+
+    def _compile(self) -> None:
+        """The steps for the current learning-rate scale (lowered after each rollback)."""
+        record = self.loop["nonfinite"]
+        self.plan = with_learning_rate_scale(self.base_plan, record["learning_rate_scale"])
+        nan_steps = () if record["rollbacks"] else self.faults.nan_at_step
+        self.state = adopt_structure(self.plan, self.state)
+        self.train_step = steps.make_train_step(self.plan, nan_steps)
+        self.evaluate = steps.make_eval_fn(self.plan)
+        self.tally = steps.zero_tally(self.plan, self.loop["window"])
+        self.first_step_of_process = True  # Its time is compilation, not training.
+
+    def train(self) -> None:
+        plan, config = self.plan, self.plan.config
+        self.throughput = Throughput(self.loop["timed_steps"], self.loop["timed_seconds"])
+        self.num_params = count_params(plan.task.params(self.state))
+        tqdm.write(_describe(plan, self.num_params, self.step))
+        self.bar = tqdm(
+            total=self.num_steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=None if config.train.progress_bar else True,
+        )
+        self.last_save = time.monotonic()
+        while self.step < self.num_steps and not (self.loop["stopped_early"] or self.stop_reason):
+            chunk = self.feed.next_chunk(self.step)
+            self.state, self.tally = self.train_step(self.state, chunk, self.tally)
+            self.step += 1
+            step = self.step
+            self.bar.update(1)
+            self.faults.after_step(step)
+            if self.first_step_of_process:
+                jax.block_until_ready(self.state)
+                self.throughput.start(step)
+                self.first_step_of_process = False
+
+            is_last = step == self.num_steps
+            preempted = self.preemption.reached(step)
+            at_log_step = step % self.log_every == 0 or is_last
+            if at_log_step and self._sync(end_window=True):
+                continue  # Rolled back, or stopping: the state it would save is not this one.
+            do_eval = step % self.eval_every == 0 or is_last
+            do_checkpoint = (
+                step % self.checkpoint_every == 0 or is_last or self._time_due(at_log_step)
+            )
+            if not (do_eval or do_checkpoint or preempted):
+                continue
+            jax.block_until_ready(self.state)
+            self.throughput.stop(step)
+            if not at_log_step and self._sync(end_window=False):
+                continue
+            improved = False
+            if do_eval:
+                val = self.evaluate(self.state, "validation")
+                self.log.write(step, "val", val)
+                tqdm.write(f"step {step}: val {format_metrics(val)}")
+                improved = _record_validation(self.loop, step, val, config.train)
+            if do_checkpoint or improved or self.loop["stopped_early"] or preempted:
+                self._save(wait=preempted)
+            if preempted:
+                self.log.flush()
+                raise Preempted(self.preemption.signal_name or "SIGTERM", step)
+            self.throughput.start(step)
+        self.bar.close()
+        if self.stop_reason:
+            self._save(wait=True)
+
+    def _time_due(self, at_log_step: bool) -> bool:
+        if not self.checkpoint_seconds:
+            return False
+        if jax.process_count() == 1:
+            return time.monotonic() - self.last_save >= self.checkpoint_seconds
+        if not at_log_step:
+            return False  # Hosts decide together, at log steps only, as host 0's clock says.
+        due = time.monotonic() - self.last_save >= self.checkpoint_seconds
+        return bool(multihost_utils.broadcast_one_to_all(np.bool_(due)))
+
+    def _save(self, wait: bool = False) -> None:
+        now = time.perf_counter()
+        self.loop.update(
+            wall_seconds=self.loop["wall_seconds"] + now - self.wall_start,
+            timed_steps=self.throughput.steps,
+            timed_seconds=self.throughput.seconds,
+            window=steps.tally_to_host(self.tally),
+        )
+        self.wall_start = now
+        self.checkpointer.save(self.step, self.state, self.feed, self.loop)
+        self.faults.after_save_started(self.step)
+        self.last_save = time.monotonic()
+        if wait or self.plan.on_cpu:
+            # On CPU the background write competes with the steps for the same cores;
+            # waiting here was faster in wall time too (digits_mlp: 7.7 s vs 8.0 s).
+            self.checkpointer.wait()
+
+    def _sync(self, end_window: bool) -> bool:
+        """Reads the tallies; at a log step, logs the window. True if the run rolled back or stops."""
+        host = steps.tally_to_host(self.tally)
+        health = host["health"]
+        if end_window:
+            counted = host["counted"]
+            metrics = {k: v / counted if counted else math.nan for k, v in host["sums"].items()}
+            if self.policy != "off":
+                metrics["skipped_updates"] = float(health["skipped"])
+            self.log.write(self.step, "train", metrics)
+            self.bar.set_postfix_str(format_metrics(metrics), refresh=False)
+        if health["tripped_step"] >= 0:
+            self._after_streak(health)
+            return True
+        if end_window:
+            self.loop["nonfinite"]["skipped_updates"] += health["skipped"]
+            self.tally = steps.next_window(self.plan, host)
+        return False
+
+    def _after_streak(self, health: dict[str, Any]) -> None:
+        """`train.nonfinite_patience` updates in a row were dropped: roll back, or stop."""
+        train = self.plan.config.train
+        record = dict(self.loop["nonfinite"])
+        record["skipped_updates"] += health["skipped"]
+        start, where = health["tripped_start"], nonfinite.describe_bad(self.checked, health["bad"])
+        streak = (
+            f"{train.nonfinite_patience} non-finite updates in a row from step {start} (in {where})"
+        )
+        if self.policy == "stop" or len(record["rollbacks"]) >= train.nonfinite_max_rollbacks:
+            record["stopped"] = {"step": self.step, "streak_start": start, "nonfinite": where}
+            self.loop["nonfinite"] = record
+            self.stop_reason = "diverged"
+            tqdm.write(
+                f"jaxdl: stopping at step {self.step}: {streak}. Lower optimizer.learning_rate, set "
+                "optimizer.grad_clip_norm, or rerun with --config.debug_nans=True to find the operation."
+            )
+            return
+        # Everything saved from the streak on belongs to the abandoned trajectory.
+        self.checkpointer.wait()
+        for saved in self.checkpointer.all_steps():
+            if saved >= start:
+                self.checkpointer.move_aside(saved, why="rolled_back")
+        restored = self.checkpointer.restore_newest_readable(
+            self.base_plan.abstract_state, self.feed, tqdm.write
+        )
+        if restored is None:
+            self.feed.close()
+            self.feed = steps.open_batch_feed(self.base_plan)
+            state, loop = init_state(self.base_plan), _new_loop_state()
+        else:
+            _, state, loop = restored
+        scale = record["learning_rate_scale"] * train.nonfinite_lr_factor
+        target = int(jax.device_get(state.step))
+        record["rollbacks"] = [
+            *record["rollbacks"],
+            {"at_step": self.step, "streak_start": start, "to_step": target, "scale": scale},
+        ]
+        record["learning_rate_scale"] = scale
+        self.loop = {**_with_defaults(loop), "nonfinite": record}
+        self.state, self.step = state, target
+        self._compile()
+        self.log.rewind(target)
+        self.bar.reset(total=self.num_steps)
+        self.bar.update(target)
+        tqdm.write(
+            f"jaxdl: {streak}: rolled back to step {target}, learning rate x{scale:g} "
+            f"(rollback {len(record['rollbacks'])} of at most {train.nonfinite_max_rollbacks})"
+        )
+
+    def finish(self, run_info: dict[str, Any] | None) -> dict[str, Any]:
+        """Tests the best checkpoint and writes summary.json and curves.png."""
+        if self.preemption.signal_name:  # Arrived after the last step's check; all is saved.
+            raise Preempted(self.preemption.signal_name, self.step)
+        self.checkpointer.wait()
+        config, loop = self.plan.config, self.loop
+        if loop["stopped_early"]:
+            tqdm.write(
+                f"early stop at step {self.step}: no {config.train.monitor} improvement in "
+                f"{config.train.patience} evaluations"
+            )
+        best_step, best_state = loop["best_step"], self.state
+        if best_step is not None and best_step != self.step:
+            try:
+                best_state = self.checkpointer.restore_state(best_step, self.plan.abstract_state)
+            except Exception as error:
+                where = self.checkpointer.move_aside(best_step)
+                tqdm.write(
+                    f"jaxdl: the best checkpoint (step {best_step}) cannot be read ({error!r:.200}); "
+                    f"moved it to {where}; testing the final state instead"
+                )
+                best_step, best_state = self.step, self.state
+        test = self.evaluate(best_state, "test")
+        self.log.write(self.step, "test", test)
+        tqdm.write(f"test (best checkpoint, step {best_step}): {format_metrics(test)}")
+        status = self.stop_reason or ("stopped_early" if loop["stopped_early"] else "completed")
+        summary = {
+            "status": status,
+            "final_metrics": {f"test/{k}": v for k, v in test.items()},
+            "final_metrics_step": best_step,
+            "best_metrics": {
+                "step": best_step,
+                **{f"val/{k}": v for k, v in loop["best_metrics"].items()},
+            },
+            "steps": self.step,
+            "stopped_early": loop["stopped_early"],
+            "nonfinite": loop["nonfinite"],
+            "wall_seconds": round(loop["wall_seconds"] + time.perf_counter() - self.wall_start, 3),
+            "steps_per_second": self.throughput.steps_per_second,
+            "params_fingerprint": tree_fingerprint(self.plan.task.params(self.state)),
+            "num_params": self.num_params,
+            "devices": self.plan.mesh.size,
+            "platform": jax.devices()[0].platform,
+            "jax_version": jax.__version__,
+            **(run_info or {}),
+        }
+        write_json(self.workdir / SUMMARY_FILE, summary)
+        plot_curves(self.workdir, self.workdir / "curves.png")
+        return summary
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.log is not None:
+            self.log.close()
+        self.checkpointer.close()
+        self.feed.close()
+
+
 def train(
     plan: Setup,
     workdir: Path,
     faults: FaultPlan | None = None,
     run_info: dict[str, Any] | None = None,
+    preemption: Preemption | None = None,
 ) -> dict[str, Any]:
-    """Trains to the end (or early stop), resuming from the latest checkpoint if there is one.
+    """Trains to the end (or early stop), resuming from the newest readable checkpoint.
 
-    `run_info` (e.g. the command line) is copied into summary.json as is.
+    `run_info` (e.g. the command line) is copied into summary.json as is. With `preemption`
+    (the CLI's), SIGTERM and SIGINT end the run with a checkpoint and raise `Preempted`.
     """
-    faults = faults or FaultPlan()
-    config = plan.config
-    wall_start = time.perf_counter()
-    num_steps = config.train.num_steps
-    # Read once: a ConfigDict attribute costs microseconds, and the loop runs per step.
-    log_every, eval_every = config.train.log_every, config.train.eval_every
-    checkpoint_every = config.train.checkpoint_every
-
-    checkpointer = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
-    batches = open_batch_feed(plan)
-    latest = checkpointer.latest_step()
-    if latest is None:
-        state, loop = init_state(plan), _new_loop_state()
-    else:
-        state, loop = checkpointer.restore(latest, plan.abstract_state, batches)
-    step = int(jax.device_get(state.step))
-    throughput = Throughput(loop["timed_steps"], loop["timed_seconds"])
-    log = MetricsLog(workdir, resume_step=step)
-    evaluate = make_eval_fn(plan)
-    train_step = make_train_step(plan)
-    num_params = count_params(plan.task.params(state))
-    tqdm.write(_describe(plan, num_params, step))
-    bar = tqdm(
-        total=num_steps,
-        initial=step,
-        desc="train",
-        unit="step",
-        dynamic_ncols=True,
-        disable=None if config.train.progress_bar else True,
-    )
-
-    metric_sums, summed_steps = zero_metric_sums(plan), 0
-    first_step_of_process = True
-    while step < num_steps and not loop["stopped_early"]:
-        state, metric_sums = train_step(state, batches.next_chunk(step), metric_sums)
-        step += 1
-        summed_steps += 1
-        bar.update(1)
-        faults.after_step(step)
-        if first_step_of_process:  # Its time is compilation, not training.
-            jax.block_until_ready(state)
-            throughput.start(step)
-            first_step_of_process = False
-
-        is_last = step == num_steps
-        if step % log_every == 0 or is_last:
-            train_metrics = _mean_metrics(metric_sums, summed_steps)
-            metric_sums, summed_steps = zero_metric_sums(plan), 0
-            log.write(step, "train", train_metrics)
-            bar.set_postfix_str(format_metrics(train_metrics), refresh=False)
-
-        do_eval = step % eval_every == 0 or is_last
-        do_checkpoint = step % checkpoint_every == 0 or is_last
-        if not (do_eval or do_checkpoint):
-            continue
-        jax.block_until_ready(state)
-        throughput.stop(step)
-        improved = False
-        if do_eval:
-            val = evaluate(state, "validation")
-            log.write(step, "val", val)
-            tqdm.write(f"step {step}: val {format_metrics(val)}")
-            improved = _record_validation(loop, step, val, config.train)
-        if do_checkpoint or improved or loop["stopped_early"]:
-            now = time.perf_counter()
-            loop.update(
-                wall_seconds=loop["wall_seconds"] + now - wall_start,
-                timed_steps=throughput.steps,
-                timed_seconds=throughput.seconds,
-            )
-            wall_start = now
-            checkpointer.save(step, state, batches, loop)
-            faults.after_save_started(step)
-            if plan.on_cpu:
-                # On CPU the background write competes with the steps for the same cores;
-                # waiting here was faster in wall time too (digits_mlp: 7.7 s vs 8.0 s).
-                checkpointer.wait()
-        throughput.start(step)
-    bar.close()
-    checkpointer.wait()
-    if loop["stopped_early"]:
-        tqdm.write(
-            f"early stop at step {step}: no {config.train.monitor} improvement in "
-            f"{config.train.patience} evaluations"
-        )
-
-    best_step = loop["best_step"]
-    if best_step is None or best_step == step:
-        best_state = state
-    else:
-        best_state = checkpointer.restore_state(best_step, plan.abstract_state)
-    test = evaluate(best_state, "test")
-    log.write(step, "test", test)
-    tqdm.write(f"test (best checkpoint, step {best_step}): {format_metrics(test)}")
-
-    summary = {
-        "final_metrics": {f"test/{k}": v for k, v in test.items()},
-        "final_metrics_step": best_step,
-        "best_metrics": {
-            "step": best_step,
-            **{f"val/{k}": v for k, v in loop["best_metrics"].items()},
-        },
-        "steps": step,
-        "stopped_early": loop["stopped_early"],
-        "wall_seconds": round(loop["wall_seconds"] + time.perf_counter() - wall_start, 3),
-        "steps_per_second": throughput.steps_per_second,
-        "params_fingerprint": tree_fingerprint(plan.task.params(state)),
-        "num_params": num_params,
-        "devices": plan.mesh.size,
-        "platform": jax.devices()[0].platform,
-        "jax_version": jax.__version__,
-        **(run_info or {}),
-    }
-    write_json(workdir / SUMMARY_FILE, summary)
-    plot_curves(workdir, workdir / "curves.png")
-    log.close()
-    checkpointer.close()
-    batches.close()
-    return summary
+    preemption = preemption or NoPreemption()
+    debug_nans = jax.config.jax_debug_nans
+    jax.config.update("jax_debug_nans", bool(plan.config.get("debug_nans", False)))
+    try:
+        run = _Run(plan, workdir, faults or FaultPlan(), preemption)
+        try:
+            with preemption.deferring():
+                run.train()
+            return run.finish(run_info)
+        finally:
+            run.close()
+    finally:
+        jax.config.update("jax_debug_nans", debug_nans)

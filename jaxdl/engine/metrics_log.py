@@ -1,4 +1,11 @@
-"""Where metrics go: metrics.jsonl (one record per line), TensorBoard events, and the console."""
+"""Where metrics go: metrics.jsonl (one record per line), TensorBoard events, and the console.
+
+A process can be killed in the middle of any write. metrics.jsonl is appended one line at a
+time, so a kill leaves at most one partial last line, which `read_records` skips; a resumed run
+rewrites the file (atomically) to the records up to its checkpoint before appending. TensorBoard
+event files are never read back; `purge_step` hides what the killed process wrote after the
+checkpoint.
+"""
 
 import json
 import math
@@ -7,14 +14,25 @@ from pathlib import Path
 import tensorboardX
 
 METRICS_FILE = "metrics.jsonl"
+# Written once, after the last checkpoint, by the final stage of a run; a resume writes it again.
+FINAL_SPLITS = ("test",)
 
 
 def read_records(workdir: Path) -> list[dict]:
+    """The complete records of metrics.jsonl (a line cut short by a kill is skipped)."""
     path = workdir / METRICS_FILE
     if not path.exists():
         return []
+    records = []
     with path.open() as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "step" in record:
+                records.append(record)
+    return records
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -28,15 +46,27 @@ class MetricsLog:
     """
 
     def __init__(self, workdir: Path, resume_step: int):
+        self.workdir = workdir
         self.path = workdir / METRICS_FILE
-        kept = [r for r in read_records(workdir) if r["step"] <= resume_step]
+        self._file = None
+        self._tensorboard = None
+        self.rewind(resume_step)
+
+    def rewind(self, step: int) -> None:
+        """Keeps the records up to `step` (a checkpoint's) and appends from there."""
+        self.close()
+        kept = [
+            r
+            for r in read_records(self.workdir)
+            if r["step"] <= step and r.get("split") not in FINAL_SPLITS
+        ]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
         tmp.replace(self.path)
         self._file = self.path.open("a")
         # purge_step hides events the interrupted process wrote after the checkpoint.
         self._tensorboard = tensorboardX.SummaryWriter(
-            str(workdir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None
+            str(self.workdir / "tensorboard"), purge_step=step + 1 if step else None
         )
 
     def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
@@ -46,6 +76,12 @@ class MetricsLog:
         for name, value in metrics.items():
             self._tensorboard.add_scalar(f"{split}/{name}", value, step)
 
+    def flush(self) -> None:
+        self._file.flush()
+        self._tensorboard.flush()
+
     def close(self) -> None:
-        self._file.close()
-        self._tensorboard.close()
+        if self._file is not None:
+            self._file.close()
+            self._tensorboard.close()
+            self._file = self._tensorboard = None

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from jaxdl.engine.metrics_log import read_records
 
-SKIPPED = {"step", "split", "learning_rate", "grad_norm"}
+SKIPPED = {"step", "split", "learning_rate", "grad_norm", "skipped_updates"}
 
 
 def plot_curves(workdir: Path, out_path: Path) -> Path | None:
@@ -38,6 +38,9 @@ def plot_curves(workdir: Path, out_path: Path) -> Path | None:
         if name == "loss":
             ax.set_yscale("log")
     fig.tight_layout()
-    fig.savefig(out_path, dpi=110)
+    # Through a temporary file: a kill mid-write must not leave half a PNG.
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+    tmp.replace(out_path)
     return out_path

@@ -89,7 +89,9 @@ def load_config(workdir: Path) -> ml_collections.ConfigDict:
             raise UserInputError(
                 f"{workdir / CONFIG_FILE} not found: {workdir} holds no jaxdl run."
             )
-        config = _saved_config(workdir)
+        # A run saved by an earlier jaxdl lacks the fields added since: they take their defaults.
+        saved = config_lib.flatten(_saved_config(workdir))
+        config = config_lib.unflatten(config_lib.with_new_fields(saved))
     except OSError as error:
         raise _unreadable(workdir, error) from error
     try:
