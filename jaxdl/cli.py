@@ -199,7 +199,9 @@ def _train(args: argparse.Namespace, rest: list[str], config, preemption) -> int
         if moved:
             print(f"moved the previous contents of {run_dir} to {moved}")
     command = " ".join(["jaxdl train", f"--config {args.config}", f"--workdir {run_dir}", *rest])
-    summary = loop.train(plan, run_dir, faults, run_info={"command": command}, preemption=preemption)
+    summary = loop.train(
+        plan, run_dir, faults, run_info={"command": command}, preemption=preemption
+    )
     print(json.dumps({k: summary[k] for k in ("final_metrics", "steps", "wall_seconds")}))
     print(f"wrote {run_dir / workdir.SUMMARY_FILE}, curves.png, metrics.jsonl, tensorboard/")
     if summary["status"] == "diverged":

@@ -49,7 +49,9 @@ def _fill(zero: Any, host: Any) -> Any:
     metric or hold another number of health flags: those entries stay at zero."""
     if isinstance(zero, dict):
         host = host if isinstance(host, dict) else {}
-        return {key: _fill(value, host[key]) if key in host else value for key, value in zero.items()}
+        return {
+            key: _fill(value, host[key]) if key in host else value for key, value in zero.items()
+        }
     value = np.asarray(host, zero.dtype)
     return value if value.shape == zero.shape else zero
 
