@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 WORKDIR ?= runs/digits_cnn
 EXPERIMENT ?= experiments/digits_cnn.py
 
-.PHONY: install train test test-all lint format bench clean
+.PHONY: install train test test-all lint format bench chaos clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "jaxdl needs Python 3.11+, found " + sys.version.split()[0]'
@@ -29,6 +29,11 @@ test-all: install lint
 # Throughput report (step alone, pipeline alone, end to end); updates benchmarks/RESULTS.md.
 bench: install
 	$(PY) -m benchmarks.throughput
+
+# 20 kills (SIGTERM, SIGKILL, mid-save) of the default experiment, which must still end bit for
+# bit like an uninterrupted run; runs/chaos-<stamp>/chaos.json has the figures (jaxdl/chaos.py).
+chaos: install
+	$(PY) -m jaxdl.chaos
 
 lint: install
 	$(VENV)/bin/ruff check .

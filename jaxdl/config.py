@@ -111,13 +111,29 @@ PRESENTATION_FIELDS = frozenset(
 )
 
 
+# Base fields added after jaxdl 0.1.0, by the version that added them. A run saved before has
+# none of them, and behaves as their defaults do.
+ADDED_FIELDS = {
+    "0.2.0": (
+        "train.checkpoint_every_minutes",
+        "train.nonfinite",
+        "train.nonfinite_patience",
+        "train.nonfinite_lr_factor",
+        "train.nonfinite_max_rollbacks",
+        "debug_nans",
+    ),
+}
+
+
 def with_new_fields(saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved flattened config plus the base fields added since it was written, at their defaults.
+    """A saved flattened config plus the fields added since it was written, at their defaults.
 
     A run saved by an earlier jaxdl then compares equal to the same experiment today, and its
-    config.json loads with every field the engine reads (e.g. train.nonfinite, added in 0.2.0).
+    config.json loads with every field the engine reads.
     """
-    return {**flatten(base_config()), **saved}
+    defaults = flatten(base_config())
+    added = {key: defaults[key] for keys in ADDED_FIELDS.values() for key in keys}
+    return {**added, **saved}
 
 
 def unflatten(flat: dict[str, Any]) -> ml_collections.ConfigDict:
