@@ -21,6 +21,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from jaxdl import config as config_lib
+from jaxdl.engine.preemption import EXIT_PREEMPTED, Preempted, Preemption
 from jaxdl.errors import EXIT_DIVERGED, UserInputError, close_matches
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
@@ -155,17 +156,10 @@ def _quiet_logs() -> None:
 
 
 def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
-    from jaxdl.engine import workdir
-    from jaxdl.engine.preemption import EXIT_PREEMPTED, Preempted, Preemption
-
-    config = parse_config(args.config, rest)
-    if args.show_config:
-        print(workdir.config_to_json(config), end="")  # The form saved as config.json.
-        return 0
-    # From here on SIGTERM and SIGINT stop the run cleanly (engine/preemption.py).
+    # From the start (before JAX is imported) SIGTERM and SIGINT stop the run cleanly.
     with Preemption() as preemption:
         try:
-            return _train(args, rest, config, preemption)
+            return _train(args, rest, preemption)
         except Preempted as stop:
             where = f" at step {stop.step}" if stop.step is not None else " before training"
             print(
@@ -175,9 +169,14 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
             return EXIT_PREEMPTED
 
 
-def _train(args: argparse.Namespace, rest: list[str], config, preemption) -> int:
+def _train(args: argparse.Namespace, rest: list[str], preemption: Preemption) -> int:
     from jaxdl.engine import loop, workdir
     from jaxdl.engine.faults import FaultPlan
+
+    config = parse_config(args.config, rest)
+    if args.show_config:
+        print(workdir.config_to_json(config), end="")  # The form saved as config.json.
+        return 0
 
     faults = FaultPlan.from_env(dict(os.environ))
     run_dir = Path(args.workdir)

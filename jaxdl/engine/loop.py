@@ -133,6 +133,8 @@ class _Run:
             _, self.state, loop = restored
             self.loop = _with_defaults(loop)
         self.step = int(jax.device_get(self.state.step))
+        if self.loop["nonfinite"].get("stopped"):  # Killed after the stop, before the summary.
+            self.stop_reason = "diverged"
         self._compile()
         self.log = MetricsLog(workdir, resume_step=self.step)
 

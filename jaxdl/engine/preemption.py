@@ -20,10 +20,14 @@ import sys
 import threading
 from collections.abc import Iterator
 
-import jax
-from jax.experimental import multihost_utils
-
 EXIT_PREEMPTED = 75
+
+
+def _process_count() -> int:
+    # The CLI installs the handlers before JAX is imported (that takes a second or two, and a
+    # SIGTERM then must still exit 75); without JAX there is one process.
+    jax = sys.modules.get("jax")
+    return 1 if jax is None else jax.process_count()
 
 
 class Preempted(BaseException):
@@ -44,7 +48,7 @@ class Preemption:
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "Preemption":
-        if threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
+        if threading.current_thread() is not threading.main_thread() or _process_count() > 1:
             return self  # Python delivers signals to the main thread only; see above for hosts.
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._previous[signum] = signal.signal(signum, self._handle)
@@ -82,7 +86,9 @@ class Preemption:
 
     def reached(self, step: int) -> bool:
         """True at the step where this run must save and stop (the same step on every host)."""
-        if jax.process_count() > 1:
+        if _process_count() > 1:
+            from jax.experimental import multihost_utils
+
             return multihost_utils.reached_preemption_sync_point(step)
         return self.signal_name is not None
 
