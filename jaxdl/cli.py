@@ -4,7 +4,8 @@
     jaxdl eval --workdir runs/digits_cnn
     jaxdl list
 
-`python -m jaxdl.train ...` is the same as `jaxdl train ...`. Bad input exits with code 2.
+`python -m jaxdl.train ...` is the same as `jaxdl train ...`. Exit codes: 0 done, 2 bad input,
+3 stopped on non-finite values, 75 preempted (run the same command again to resume).
 """
 
 import argparse
@@ -22,7 +23,7 @@ from ml_collections import config_flags
 
 from jaxdl import config as config_lib
 from jaxdl.engine.preemption import EXIT_PREEMPTED, Preempted, Preemption
-from jaxdl.errors import EXIT_DIVERGED, UserInputError, close_matches
+from jaxdl.errors import EXIT_DIVERGED, UserInputError, close_matches, one_line
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -62,7 +63,7 @@ def _load_experiment(path: Path, arg: str) -> ml_collections.ConfigDict:
         raise  # check_variant's and our own messages are already clear.
     except Exception as error:  # The file is the user's code: any exception is bad input.
         raise UserInputError(
-            f"experiment file {path} raised {type(error).__name__}: {_one_line(error)}"
+            f"experiment file {path} raised {type(error).__name__}: {one_line(error)}"
             f"{_line_in(path, error)}; fix the file, or run with --verbose for the traceback."
         ) from error
     if not isinstance(config, ml_collections.ConfigDict):
@@ -71,12 +72,6 @@ def _load_experiment(path: Path, arg: str) -> ml_collections.ConfigDict:
             "ml_collections.ConfigDict; build it from jaxdl.config.base_config()."
         )
     return config
-
-
-def _one_line(error: BaseException) -> str:
-    # SyntaxError's str() repeats the file and line, which the message already names.
-    text = error.msg if isinstance(error, SyntaxError) and error.msg else str(error)
-    return " ".join(text.split()) or "(no message)"
 
 
 def _line_in(path: Path, error: BaseException) -> str:

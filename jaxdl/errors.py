@@ -13,6 +13,12 @@ class UserInputError(Exception):
     """Bad configuration, data file or workdir: the message names the field or file and the fix."""
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (a SyntaxError's without the file and line it repeats)."""
+    text = error.msg if isinstance(error, SyntaxError) and error.msg else str(error)
+    return " ".join(text.split()) or "(no message)"
+
+
 def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> str:
     """A ' Did you mean: a, b?' suffix, or '' when nothing is close."""
     matches = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.6)

@@ -44,7 +44,7 @@ def test_half_written_files_and_an_unreadable_newest_checkpoint(reference_run, r
     # its temporary file, a cut TensorBoard event file; and a truncated newest checkpoint.
     with (run_dir / "metrics.jsonl").open("a") as f:
         f.write('{"step": 36, "split": "tra')
-    (run_dir / "summary.tmp").write_text('{"final_metr')
+    (run_dir / ".summary.json.4242.0badc0de.tmp").write_text('{"final_metr')
     events = next((run_dir / "tensorboard").iterdir())
     events.write_bytes(events.read_bytes()[:-7])
     _truncate_largest_file(run_dir / "checkpoints" / "30")

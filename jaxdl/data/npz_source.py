@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from jaxdl.data.spec import DatasetSpec, ScaleToFloat, resolve_input_shape, split_off_validation
-from jaxdl.errors import UserInputError
+from jaxdl.errors import UserInputError, one_line
 
 NPZ_PREFIX = "npz:"
 SPLIT_ARRAYS = {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}
@@ -83,7 +83,7 @@ def _read_arrays(path: pathlib.Path) -> dict[str, np.ndarray]:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise UserInputError(
             f"{path} (from data.name) is not an .npz archive, or is truncated "
-            f"({_one_line(error)}). {save_hint}"
+            f"({one_line(error)}). {save_hint}"
         ) from error
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise UserInputError(
@@ -116,12 +116,8 @@ def _read_array(archive: np.lib.npyio.NpzFile, array: str, path: pathlib.Path) -
         )
         raise UserInputError(
             f"array {array} in npz file {path} (from data.name) cannot be read "
-            f"({_one_line(error)}). {fix}"
+            f"({one_line(error)}). {fix}"
         ) from error
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _check_arrays(

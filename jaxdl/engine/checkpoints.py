@@ -23,7 +23,7 @@ import grain
 import orbax.checkpoint as ocp
 
 import jaxdl
-from jaxdl.errors import UserInputError
+from jaxdl.errors import UserInputError, one_line
 
 # Bump when a checkpoint's layout changes, add a fixture under tests/fixtures/ written by the
 # release before the bump, and list here the formats this code can still restore.
@@ -44,9 +44,8 @@ class _KeepLatestAndBest:
         return [info.step in newest or info.step == self.best_step for info in checkpoints]
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:300]}"
+def _reason(error: BaseException) -> str:
+    return f"{type(error).__name__}: {one_line(error)[:300]}"
 
 
 class Checkpointer:
@@ -160,13 +159,13 @@ class Checkpointer:
             for bad_step, error in failures:
                 where = self.move_aside(bad_step) if move_aside else None
                 report(
-                    f"jaxdl: checkpoint step {bad_step} cannot be read ({_one_line(error)})"
+                    f"jaxdl: checkpoint step {bad_step} cannot be read ({_reason(error)})"
                     + (f"; moved it to {where}" if where else "")
                     + f"; using step {step}"
                 )
             return step, state, loop
         if failures:
-            reasons = "; ".join(f"step {s}: {_one_line(e)}" for s, e in failures)
+            reasons = "; ".join(f"step {s}: {_reason(e)}" for s, e in failures)
             raise UserInputError(
                 f"no checkpoint in {self.directory} can be read ({reasons}). Nothing was moved or "
                 "deleted; start over with --fresh (the old run is moved aside) or a new --workdir."

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import tensorboardX
 
+from jaxdl.engine.workdir import write_atomic
+
 METRICS_FILE = "metrics.jsonl"
 # Written once, after the last checkpoint, by the final stage of a run; a resume writes it again.
 FINAL_SPLITS = ("test",)
@@ -60,9 +62,7 @@ class MetricsLog:
             for r in read_records(self.workdir)
             if r["step"] <= step and r.get("split") not in FINAL_SPLITS
         ]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        tmp.replace(self.path)
+        write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = self.path.open("a")
         # purge_step hides events the interrupted process wrote after the checkpoint.
         self._tensorboard = tensorboardX.SummaryWriter(

@@ -220,16 +220,16 @@ def start_new(workdir: Path, config: ml_collections.ConfigDict) -> Path | None:
     if workdir.exists() and any(workdir.iterdir()):
         moved = _move_aside(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(workdir / CONFIG_FILE, config_to_json(config))
+    write_atomic(workdir / CONFIG_FILE, config_to_json(config))
     return moved
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Atomic: a reader never sees half a file."""
-    _write_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    write_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """Writes a new temporary file beside `path`, then renames it over `path`.
 
     A kill mid-write leaves the old file (or none), never half a file. O_EXCL on a fresh name
