@@ -30,10 +30,10 @@ from typing import Any
 
 from jaxdl.cli import parse_config
 from jaxdl.engine.metrics_log import read_records
+from jaxdl.engine.preemption import EXIT_PREEMPTED
 from jaxdl.errors import UserInputError
 
 REPO = Path(__file__).resolve().parents[1]
-EXIT_PREEMPTED = 75  # engine/preemption.py's; importing it from there would import JAX.
 _START = re.compile(r"resuming at step (\d+)|, (starting)$|(already holds a finished run)", re.M)
 _EVAL = re.compile(r"^step (\d+): val ", re.M)
 Record = dict[str, Any]

@@ -23,7 +23,7 @@ from ml_collections import config_flags
 
 from jaxdl import config as config_lib
 from jaxdl.engine.preemption import EXIT_PREEMPTED, Preempted, Preemption
-from jaxdl.errors import EXIT_DIVERGED, UserInputError, close_matches, one_line
+from jaxdl.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, UserInputError, close_matches, one_line
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         # One line, always: scripts grep for it and a wrapped message hides the field it names.
         message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
         print(f"jaxdl: error: {message}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from jaxdl.errors import UserInputError, one_line
 # release before the bump, and list here the formats this code can still restore.
 CHECKPOINT_FORMAT = 1
 READABLE_FORMATS = (1,)
-UNREADABLE_DIR = "unreadable_checkpoints"
 
 
 class _KeepLatestAndBest:
@@ -174,9 +173,7 @@ class Checkpointer:
 
     def move_aside(self, step: int, why: str = "unreadable") -> Path:
         """Moves a step's directory out of Orbax's sight, to `<workdir>/<why>_checkpoints/`."""
-        target_dir = self.directory.parent / (
-            UNREADABLE_DIR if why == "unreadable" else f"{why}_checkpoints"
-        )
+        target_dir = self.directory.parent / f"{why}_checkpoints"
         target_dir.mkdir(exist_ok=True)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         target = target_dir / f"{step}-{stamp}"

@@ -25,7 +25,7 @@ from jaxdl.engine.faults import FaultPlan
 from jaxdl.engine.fingerprint import count_params, tree_fingerprint
 from jaxdl.engine.metrics_log import MetricsLog, format_metrics
 from jaxdl.engine.plots import plot_curves
-from jaxdl.engine.preemption import NoPreemption, Preempted, Preemption
+from jaxdl.engine.preemption import Preempted, Preemption
 from jaxdl.engine.setup import (
     Setup,
     adopt_structure,
@@ -116,6 +116,7 @@ class _Run:
         self.num_steps, self.log_every = train.num_steps, train.log_every
         self.eval_every, self.checkpoint_every = train.eval_every, train.checkpoint_every
         self.checkpoint_seconds = 60.0 * train.get("checkpoint_every_minutes", 0.0)
+        self.processes = jax.process_count()
         # XLA's CPU runtime can deadlock in a collective when many steps are queued on several
         # (virtual) CPU devices: 2 devices, 50 queued data-parallel steps hung in an all-reduce
         # every time here, 16 never did. So on CPU meshes the loop lets at most 8 run ahead.
@@ -215,7 +216,7 @@ class _Run:
     def _time_due(self, at_log_step: bool) -> bool:
         if not self.checkpoint_seconds:
             return False
-        if jax.process_count() == 1:
+        if self.processes == 1:
             return time.monotonic() - self.last_save >= self.checkpoint_seconds
         if not at_log_step:
             return False  # Hosts decide together, at log steps only, as host 0's clock says.
@@ -379,7 +380,8 @@ def train(
     `run_info` (e.g. the command line) is copied into summary.json as is. With `preemption`
     (the CLI's), SIGTERM and SIGINT end the run with a checkpoint and raise `Preempted`.
     """
-    preemption = preemption or NoPreemption()
+    # Never entered, so no handlers: library callers (tests, benchmarks) are never preempted.
+    preemption = preemption or Preemption()
     debug_nans = jax.config.jax_debug_nans
     jax.config.update("jax_debug_nans", bool(plan.config.get("debug_nans", False)))
     try:

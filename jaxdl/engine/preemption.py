@@ -91,10 +91,3 @@ class Preemption:
 
             return multihost_utils.reached_preemption_sync_point(step)
         return self.signal_name is not None
-
-
-class NoPreemption(Preemption):
-    """For library callers (tests, benchmarks): no handlers, never preempted."""
-
-    def __enter__(self) -> "NoPreemption":
-        return self
