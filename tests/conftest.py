@@ -30,6 +30,26 @@ def reference_run(tmp_path_factory):
     return workdir
 
 
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """A finished `digits_mlp.py:quick` run (the CLI error tests); tests copy it, never change it."""
+    from jaxdl.cli import main
+    from tests.test_cli_errors import QUICK
+
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    assert main(["train", "--config", QUICK, "--workdir", str(run_dir)]) == 0
+    assert (run_dir / "summary.json").is_file()
+    return run_dir
+
+
+@pytest.fixture
+def run_dir(finished_run, tmp_path):
+    """This test's own copy of the finished run, at tmp_path/run (symlinks kept as links)."""
+    target = tmp_path / "run"
+    shutil.copytree(finished_run, target, symlinks=True)
+    return target
+
+
 # Digits: a real TFDS builder prepared into a temporary data_dir once for the session.
 
 

@@ -6,8 +6,8 @@ before training starts.
 """
 
 import json
+import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +19,17 @@ EXPERIMENT = str(Path(__file__).resolve().parents[1] / "experiments" / "digits_m
 QUICK = f"{EXPERIMENT}:quick"
 
 
-def snapshot(root: Path) -> dict[str, tuple[bytes | None, int]]:
-    """Every path under `root`: file bytes (None for directories) and mtime in ns."""
-    return {
-        str(path.relative_to(root)): (
-            path.read_bytes() if path.is_file() else None,
-            path.stat().st_mtime_ns,
-        )
-        for path in sorted(root.rglob("*"))
-    }
+def snapshot(root: Path) -> dict[str, tuple[bytes | str | None, int]]:
+    """Every path under `root`: file bytes (None for directories, the target text for symlinks,
+    which may dangle) and mtime in ns."""
+    entries = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            content = os.readlink(path)
+        else:
+            content = path.read_bytes() if path.is_file() else None
+        entries[str(path.relative_to(root))] = (content, path.lstat().st_mtime_ns)
+    return entries
 
 
 def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
@@ -44,23 +46,6 @@ def assert_error(code: int, err: str, *words: str) -> str:
     for word in words:
         assert word in err, f"{word!r} not in: {err}"
     return err
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished `digits_mlp.py:quick` run; tests copy it, never change it."""
-    run_dir = tmp_path_factory.mktemp("finished") / "run"
-    assert main(["train", "--config", QUICK, "--workdir", str(run_dir)]) == 0
-    assert (run_dir / "summary.json").is_file()
-    return run_dir
-
-
-@pytest.fixture
-def run_dir(finished_run: Path, tmp_path: Path) -> Path:
-    """This test's own copy of the finished run, at tmp_path/run."""
-    target = tmp_path / "run"
-    shutil.copytree(finished_run, target)
-    return target
 
 
 # 1. Unknown config key.

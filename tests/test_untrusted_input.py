@@ -12,37 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxdl.cli import main
 from jaxdl.engine import workdir
 from jaxdl.errors import UserInputError
-from tests.test_cli_errors import QUICK, assert_error, run_cli
-
-
-def snapshot(root: Path) -> dict[str, tuple[bytes | str | None, int]]:
-    """tests.test_cli_errors.snapshot, plus symlinks (their target text; they may dangle)."""
-    entries = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_symlink():
-            content = os.readlink(path)
-        else:
-            content = path.read_bytes() if path.is_file() else None
-        entries[str(path.relative_to(root))] = (content, path.lstat().st_mtime_ns)
-    return entries
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished `digits_mlp.py:quick` run; tests copy it, never change it."""
-    run_dir = tmp_path_factory.mktemp("finished") / "run"
-    assert main(["train", "--config", QUICK, "--workdir", str(run_dir)]) == 0
-    return run_dir
-
-
-@pytest.fixture
-def run_dir(finished_run: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "run"
-    shutil.copytree(finished_run, target, symlinks=True)
-    return target
+from tests.test_cli_errors import QUICK, assert_error, run_cli, snapshot
 
 
 def assert_one_line_error(code: int, err: str, *words: str) -> None:
