@@ -1,6 +1,7 @@
 """The `jaxdl` command: `train`, `eval` and `list`.
 
     jaxdl train --config experiments/digits_cnn.py --workdir runs/digits_cnn --config.seed=1
+    jaxdl train ... --coordinator_address=10.0.0.1:1234 --num_processes=2 --process_id=0
     jaxdl eval --workdir runs/digits_cnn
     jaxdl list
 
@@ -15,6 +16,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import ml_collections
 from absl import flags
@@ -164,6 +166,61 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
             return EXIT_PREEMPTED
 
 
+def _distributed_args(args: argparse.Namespace) -> dict[str, Any] | None:
+    """`jax.distributed.initialize` arguments from the flags: None for one process, {} to let
+    JAX find them (SLURM with several tasks, a Cloud TPU VM with several workers)."""
+    given = {
+        name: getattr(args, name)
+        for name in ("coordinator_address", "num_processes", "process_id")
+        if getattr(args, name) is not None
+    }
+    if not given:
+        tasks = os.environ.get("SLURM_NTASKS", os.environ.get("SLURM_NPROCS", "1"))
+        slurm = "SLURM_JOB_ID" in os.environ and tasks.isdigit() and int(tasks) > 1
+        tpu_hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0
+        return {} if slurm or tpu_hosts else None
+    for name in ("num_processes", "process_id"):
+        if name in given:
+            value = given[name]
+            if not value.isdigit():
+                raise UserInputError(f"--{name}={value}: must be a non-negative integer.")
+            given[name] = int(value)
+    count, index = given.get("num_processes"), given.get("process_id")
+    if count is None or count < 1:
+        raise UserInputError(
+            f"--num_processes={count}: give the number of processes (>= 1) with the "
+            "other multi-host flags (--coordinator_address, --process_id)."
+        )
+    if count > 1 and (index is None or "coordinator_address" not in given):
+        missing = "--process_id" if index is None else "--coordinator_address=HOST:PORT"
+        raise UserInputError(f"--num_processes={count} needs {missing} too, on every process.")
+    if index is not None and not 0 <= index < count:
+        raise UserInputError(
+            f"--process_id={index} must be in 0..{count - 1} for --num_processes={count}."
+        )
+    address = given.get("coordinator_address")
+    if address is not None:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UserInputError(
+                f"--coordinator_address={address}: write it as HOST:PORT, e.g. 10.0.0.1:1234 "
+                "(process 0's address, the same on every process)."
+            )
+    return None if count == 1 else given
+
+
+def _start_processes(args: argparse.Namespace, preemption: Preemption) -> None:
+    distributed = _distributed_args(args)
+    if distributed is None:
+        return
+    # With several processes JAX's preemption service owns SIGTERM (engine/preemption.py):
+    # hand the signals back before it installs its handler.
+    preemption.__exit__(None, None, None)
+    import jax
+
+    jax.distributed.initialize(**distributed)
+
+
 def _train(args: argparse.Namespace, rest: list[str], preemption: Preemption) -> int:
     from jaxdl.engine import loop, workdir
     from jaxdl.engine.faults import FaultPlan
@@ -172,6 +229,7 @@ def _train(args: argparse.Namespace, rest: list[str], preemption: Preemption) ->
     if args.show_config:
         print(workdir.config_to_json(config), end="")  # The form saved as config.json.
         return 0
+    _start_processes(args, preemption)
 
     faults = FaultPlan.from_env(dict(os.environ))
     run_dir = Path(args.workdir)
@@ -189,9 +247,16 @@ def _train(args: argparse.Namespace, rest: list[str], preemption: Preemption) ->
     _quiet_logs()
     plan = loop.setup(config)
     if state is workdir.WorkdirState.NEW:
-        moved = workdir.start_new(run_dir, config)
-        if moved:
-            print(f"moved the previous contents of {run_dir} to {moved}")
+        # With several processes (sharing the workdir) process 0 prepares it, the others wait.
+        import jax
+        from jax.experimental import multihost_utils
+
+        if jax.process_index() == 0:
+            moved = workdir.start_new(run_dir, config)
+            if moved:
+                print(f"moved the previous contents of {run_dir} to {moved}")
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("jaxdl: workdir ready")
     command = " ".join(["jaxdl train", f"--config {args.config}", f"--workdir {run_dir}", *rest])
     summary = loop.train(
         plan, run_dir, faults, run_info={"command": command}, preemption=preemption
@@ -248,6 +313,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--show_config", action="store_true", help="print the resolved config")
     train.add_argument("--verbose", action="store_true", help=verbose_help)
+    multihost = train.add_argument_group(
+        "multi-host (all three on every process; on SLURM or a Cloud TPU VM, none: JAX finds them)"
+    )
+    multihost.add_argument("--coordinator_address", help="HOST:PORT of process 0")
+    multihost.add_argument("--num_processes", help="number of processes")
+    multihost.add_argument("--process_id", help="this process's index, 0..N-1")
     train.set_defaults(handler=cmd_train)
     evaluate = sub.add_parser("eval", help="evaluate a run's checkpoint")
     evaluate.add_argument("--workdir", required=True)

@@ -14,6 +14,8 @@ from jaxdl.errors import UserInputError
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "warmup_cosine", "step")
 MESH_STRATEGIES = ("data_parallel", "fsdp")
+MESH_MODES = ("jit", "shard_map")
+MESH_AXES = ("data", "fsdp", "tensor")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -85,8 +87,22 @@ def base_config() -> ml_collections.ConfigDict:
     config.debug_nans = False
 
     config.mesh = ml_collections.ConfigDict()
-    config.mesh.strategy = "data_parallel"  # 'fsdp' shards parameters over the same axis.
-    config.mesh.num_devices = 0  # 0 uses every local device.
+    # Axis sizes of the device mesh (engine/sharding.py); one may be -1, "the remaining devices".
+    # The batch is split over data x fsdp, parameters over fsdp and tensor.
+    config.mesh.data = -1
+    config.mesh.fsdp = 1
+    config.mesh.tensor = 1
+    # 'jit': XLA partitions the step; 'shard_map': the step is written per device.
+    config.mesh.mode = "jit"
+    config.mesh.strategy = "data_parallel"  # Before 0.3: 'fsdp' meant mesh.data=1 mesh.fsdp=-1.
+    config.mesh.num_devices = 0  # 0 uses every device (of every process).
+    # Micro-batches per step: gradients are summed over them, then one update is applied.
+    config.train.grad_accum_steps = 1
+    # float16 compute (model.dtype): the loss is scaled up by this much at first; the scale
+    # halves after an overflow (that step is skipped) and doubles after `growth_interval`
+    # finite steps.
+    config.train.loss_scale_init = 2.0**15
+    config.train.loss_scale_growth_interval = 2000
     return config
 
 
@@ -109,6 +125,10 @@ def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, An
 PRESENTATION_FIELDS = frozenset(
     {"train.progress_bar", "train.checkpoint_every_minutes", "debug_nans"}
 )
+# Fields that say where a run computes, not what: a checkpoint restores onto another mesh.
+LAYOUT_FIELDS = frozenset(
+    {"mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.mode", "mesh.strategy", "mesh.num_devices"}
+)
 
 
 # Base fields added after jaxdl 0.1.0, by the version that added them. A run saved before has
@@ -121,6 +141,15 @@ ADDED_FIELDS = {
         "train.nonfinite_lr_factor",
         "train.nonfinite_max_rollbacks",
         "debug_nans",
+    ),
+    "0.3.0": (
+        "mesh.data",
+        "mesh.fsdp",
+        "mesh.tensor",
+        "mesh.mode",
+        "train.grad_accum_steps",
+        "train.loss_scale_init",
+        "train.loss_scale_growth_interval",
     ),
 }
 
@@ -152,7 +181,7 @@ def diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Human-readable lines for each field that differs between two flattened configs."""
     lines = []
     saved = with_new_fields(saved)
-    for key in sorted((set(saved) | set(current)) - PRESENTATION_FIELDS):
+    for key in sorted((set(saved) | set(current)) - PRESENTATION_FIELDS - LAYOUT_FIELDS):
         old, new = saved.get(key, "<absent>"), current.get(key, "<absent>")
         if old != new:
             lines.append(f"  {key}: {old!r} -> {new!r}")
@@ -215,7 +244,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _require(config.train.patience >= 0, "train.patience", "must be >= 0 (0 disables it).")
     _require(config.data.batch_size > 0, "data.batch_size", "must be a positive integer.")
     _require(config.data.eval_batch_size > 0, "data.eval_batch_size", "must be a positive integer.")
-    _require(config.mesh.num_devices >= 0, "mesh.num_devices", "must be >= 0 (0 uses all).")
     _require(
         0 <= config.schedule.warmup_steps < config.train.num_steps,
         "schedule.warmup_steps",
@@ -227,6 +255,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "must be fractions of train.num_steps strictly between 0 and 1.",
     )
     validate_reliability(config)
+    validate_scale_out(config)
 
 
 def make_quick(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -288,3 +317,67 @@ def validate_reliability(config: ml_collections.ConfigDict) -> None:
         "must be strictly between 0 and 1.",
     )
     _require(train.nonfinite_max_rollbacks >= 0, "train.nonfinite_max_rollbacks", "must be >= 0.")
+
+
+def validate_scale_out(config: ml_collections.ConfigDict) -> None:
+    """The mesh fields, gradient accumulation and loss scaling (the device count is checked
+    where the mesh is built, engine/sharding.py)."""
+    mesh = config.mesh
+    _check_choice(config, "mesh.mode", MESH_MODES)
+    _require(mesh.num_devices >= 0, "mesh.num_devices", "must be >= 0 (0 uses all).")
+    for axis in MESH_AXES:
+        size = mesh[axis]
+        _require(
+            isinstance(size, int) and (size >= 1 or size == -1),
+            f"mesh.{axis}",
+            f"got {size!r}; it must be a positive integer or -1 (the remaining devices).",
+        )
+    rest = [axis for axis in MESH_AXES if mesh[axis] == -1]
+    _require(
+        len(rest) <= 1,
+        f"mesh.{rest[-1] if rest else 'data'}",
+        f"only one axis may be -1; got -1 for {', '.join(rest)}.",
+    )
+    if mesh.strategy == "fsdp":
+        _require(
+            (mesh.data, mesh.fsdp, mesh.tensor) == (-1, 1, 1),
+            "mesh.strategy",
+            "'fsdp' is the pre-0.3 spelling of mesh.data=1 mesh.fsdp=-1; drop mesh.strategy "
+            "when setting mesh.data/fsdp/tensor.",
+        )
+    accum = config.train.grad_accum_steps
+    _require(
+        isinstance(accum, int) and accum >= 1,
+        "train.grad_accum_steps",
+        f"got {accum!r}; it must be a positive integer (1 = no accumulation).",
+    )
+    scale = config.train.loss_scale_init
+    _require(
+        isinstance(scale, int | float) and math.isfinite(scale) and scale >= 1,
+        "train.loss_scale_init",
+        f"got {scale!r}; it must be a finite number >= 1.",
+    )
+    interval = config.train.loss_scale_growth_interval
+    _require(
+        isinstance(interval, int) and interval >= 1,
+        "train.loss_scale_growth_interval",
+        f"got {interval!r}; it must be a positive integer.",
+    )
+
+
+def mesh_axis_sizes(config: ml_collections.ConfigDict) -> dict[str, int]:
+    """The configured axis sizes (-1 unresolved), with the pre-0.3 `mesh.strategy` translated."""
+    sizes = {axis: int(config.mesh[axis]) for axis in MESH_AXES}
+    if config.mesh.strategy == "fsdp":
+        sizes.update(data=1, fsdp=-1)
+    return sizes
+
+
+def with_default_layout(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy laid out over every device here, as data parallel: for evaluating a saved run,
+    whose checkpoint restores onto any mesh, on a machine unlike the one that trained it."""
+    defaults = base_config().mesh
+    copy = ml_collections.ConfigDict(config.to_dict())
+    for field in LAYOUT_FIELDS:
+        copy.mesh[field.split(".")[1]] = defaults[field.split(".")[1]]
+    return copy

@@ -10,16 +10,20 @@ checkpoints intact.
 A checkpoint that cannot be read (truncated or missing files, a different structure) is never
 deleted: `restore_newest_readable` says which and why, moves it to `<workdir>/unreadable_checkpoints/`
 and falls back to the next newest. Each checkpoint records the jaxdl version and checkpoint
-format that wrote it (`meta`); jaxdl 0.1.0 wrote none and counts as format 1.
+format that wrote it (`meta`); jaxdl 0.1.0 wrote none and counts as format 1. Since 0.3.0 the
+meta also holds the topology (devices, processes, mesh): a checkpoint restores onto any other,
+since the data position is global (data/pipeline.py) and Orbax re-shards the arrays.
 """
 
 import datetime
+import json
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import grain
+import jax
 import orbax.checkpoint as ocp
 
 import jaxdl
@@ -48,8 +52,9 @@ def _reason(error: BaseException) -> str:
 
 
 class Checkpointer:
-    def __init__(self, directory: Path, keep: int):
+    def __init__(self, directory: Path, keep: int, topology: dict[str, Any] | None = None):
         self.directory = directory.absolute()
+        self.topology = topology
         self._policy = _KeepLatestAndBest(keep)
         options = ocp.CheckpointManagerOptions(
             preservation_policy=self._policy,
@@ -78,6 +83,8 @@ class Checkpointer:
             # A resumed run replaying steps reaches the same state; the saved copy stands.
             return
         meta = {"jaxdl_version": jaxdl.__version__, "checkpoint_format": CHECKPOINT_FORMAT}
+        if self.topology is not None:
+            meta["topology"] = self.topology
         self.manager.save(
             step,
             args=ocp.args.Composite(
@@ -89,16 +96,23 @@ class Checkpointer:
             force=True,
         )
 
-    def check_format(self, step: int) -> None:
-        """Raises UserInputError, naming the version that wrote it, if this code cannot read it."""
+    def read_meta(self, step: int) -> dict[str, Any]:
+        """The checkpoint's meta item; {} for jaxdl 0.1.0's (none) or an unreadable one."""
         if not (self.directory / str(step) / "meta").exists():
-            return  # jaxdl 0.1.0: format 1.
+            return {}
         try:
             meta = self.manager.restore(
                 step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
             ).meta
         except Exception:
-            return
+            return {}
+        return meta if isinstance(meta, dict) else {}
+
+    def check_format(self, step: int) -> None:
+        """Raises UserInputError, naming the version that wrote it, if this code cannot read it."""
+        meta = self.read_meta(step)
+        if not meta:
+            return  # jaxdl 0.1.0: format 1.
         fmt, version = meta.get("checkpoint_format"), meta.get("jaxdl_version", "?")
         if fmt not in READABLE_FORMATS:
             newer = isinstance(fmt, int) and fmt > CHECKPOINT_FORMAT
@@ -125,11 +139,26 @@ class Checkpointer:
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state),
-                data=grain.checkpoint.CheckpointRestore(data_iterator),
                 loop=ocp.args.JsonRestore(),
             ),
         )
+        self._restore_data(step, data_iterator)
         return restored.state, restored.loop
+
+    def _restore_data(self, step: int, data_iterator: Any) -> None:
+        """The data position. Grain's handler wants the file of this process count; a position
+        saved by another number of processes is global (the same in each file): any one does."""
+        directory = self.directory / str(step) / "data"
+        own = directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        files = [own] if own.exists() else sorted(directory.glob("process_0-of-*.json"))
+        if not files:
+            raise FileNotFoundError(f"{directory} holds no data position (process_*-of-*.json)")
+        state = files[0].read_text()
+        parsed = json.loads(state)  # A cut file fails here, as Grain's own restore would.
+        if isinstance(data_iterator, grain.DatasetIterator):
+            data_iterator.set_state(parsed)
+        else:
+            data_iterator.set_state(state.encode())
 
     def restore_newest_readable(
         self,

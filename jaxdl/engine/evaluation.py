@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+from jaxdl import config as config_lib
 from jaxdl.engine import loop, steps, workdir
 from jaxdl.engine.checkpoints import Checkpointer
 from jaxdl.errors import UserInputError
@@ -18,7 +19,7 @@ def evaluate_workdir(run_dir: Path, which: str, split: str) -> dict:
     An unreadable checkpoint is reported and the newest readable one below it is used instead;
     unlike `jaxdl train`, eval leaves it where it is (the next train run moves it aside).
     """
-    config = workdir.load_config(run_dir)
+    config = config_lib.with_default_layout(workdir.load_config(run_dir))
     plan = loop.setup(config)
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=config.train.keep_checkpoints)
     try:

@@ -17,9 +17,8 @@ from typing import Any
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from jaxdl.engine.sharding import DATA_AXIS
+from jaxdl.engine import sharding
 
 # Batches of one transfer take at most this much host and device memory (per process).
 TRANSFER_BYTES = 32 * 2**20
@@ -33,7 +32,7 @@ def steps_per_transfer(batch_bytes: int) -> int:
 
 def chunk_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
     """(steps, batch, ...) arrays: the batch axis split over the mesh, as a single batch is."""
-    return NamedSharding(mesh, P(None, DATA_AXIS))
+    return sharding.batch_sharding(mesh, leading=1)
 
 
 def select_batch(chunk: dict[str, jax.Array], step: jax.Array) -> dict[str, jax.Array]:

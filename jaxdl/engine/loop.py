@@ -96,11 +96,29 @@ def _record_validation(
     return improved
 
 
+def topology(plan: Setup) -> dict[str, Any]:
+    """Where a run computes, as its checkpoints record it."""
+    return {
+        "devices": plan.mesh.size,
+        "processes": jax.process_count(),
+        "mesh": {axis: int(size) for axis, size in plan.mesh.shape.items()},
+        "mode": plan.config.mesh.get("mode", "jit"),
+    }
+
+
+def _layout(where: dict[str, Any]) -> str:
+    mesh = " ".join(f"{axis}={size}" for axis, size in where.get("mesh", {}).items())
+    return (
+        f"{where.get('devices', '?')} device(s) in {where.get('processes', '?')} process(es) "
+        f"(mesh {mesh or '?'}, {where.get('mode', 'jit')})"
+    )
+
+
 def _describe(plan: Setup, num_params: int, step: int) -> str:
     splits = ", ".join(f"{name}={len(src)}" for name, src in plan.dataset.splits.items())
     return (
         f"jaxdl: {plan.config.model.name} on {plan.dataset.name} ({splits}), "
-        f"{num_params:,} params, {plan.mesh.size} {jax.devices()[0].platform} device(s), "
+        f"{num_params:,} params, {jax.devices()[0].platform}: {_layout(topology(plan))}, "
         + (f"resuming at step {step}" if step else "starting")
     )
 
@@ -117,13 +135,17 @@ class _Run:
         self.eval_every, self.checkpoint_every = train.eval_every, train.checkpoint_every
         self.checkpoint_seconds = 60.0 * train.get("checkpoint_every_minutes", 0.0)
         self.processes = jax.process_count()
+        # Process 0 writes the logs, plots and summary; Orbax saves from every process.
+        self.writer = jax.process_index() == 0
         # XLA's CPU runtime can deadlock in a collective when many steps are queued on several
         # (virtual) CPU devices: 2 devices, 50 queued data-parallel steps hung in an all-reduce
         # every time here, 16 never did. So on CPU meshes the loop lets at most 8 run ahead.
         self.max_queued = 8 if plan.on_cpu and plan.mesh.size > 1 else 0
         self.policy = steps.nonfinite_policy(plan)
         self.checked = steps.checked_names(plan)
-        self.checkpointer = Checkpointer(workdir / "checkpoints", keep=train.keep_checkpoints)
+        self.checkpointer = Checkpointer(
+            workdir / "checkpoints", keep=train.keep_checkpoints, topology=topology(plan)
+        )
         self.feed = steps.open_batch_feed(plan)
         self.log: MetricsLog | None = None
         self.bar: tqdm | None = None
@@ -135,13 +157,23 @@ class _Run:
         if restored is None:
             self.state, self.loop = init_state(plan), _new_loop_state()
         else:
-            _, self.state, loop = restored
+            restored_step, self.state, loop = restored
             self.loop = _with_defaults(loop)
+            self._report_topology(restored_step)
         self.step = int(jax.device_get(self.state.step))
         if self.loop["nonfinite"].get("stopped"):  # Killed after the stop, before the summary.
             self.stop_reason = "diverged"
         self._compile()
-        self.log = MetricsLog(workdir, resume_step=self.step)
+        self.log = MetricsLog(workdir, resume_step=self.step, enabled=self.writer)
+
+    def _report_topology(self, step: int) -> None:
+        saved = self.checkpointer.read_meta(step).get("topology")
+        now = self.checkpointer.topology
+        if saved is not None and saved != now:
+            tqdm.write(
+                f"jaxdl: checkpoint step {step} was written on {_layout(saved)}; continuing on "
+                f"{_layout(now)}. The data stream continues at the same global position."
+            )
 
     def _compile(self) -> None:
         """The steps for the current learning-rate scale (lowered after each rollback)."""
@@ -165,7 +197,7 @@ class _Run:
             desc="train",
             unit="step",
             dynamic_ncols=True,
-            disable=None if config.train.progress_bar else True,
+            disable=None if config.train.progress_bar and self.writer else True,
         )
         self.last_save = time.monotonic()
         while self.step < self.num_steps and not (self.loop["stopped_early"] or self.stop_reason):
@@ -351,12 +383,16 @@ class _Run:
             "params_fingerprint": tree_fingerprint(self.plan.task.params(self.state)),
             "num_params": self.num_params,
             "devices": self.plan.mesh.size,
+            "processes": self.processes,
+            "mesh": topology(self.plan)["mesh"],
+            "mesh_mode": topology(self.plan)["mode"],
             "platform": jax.devices()[0].platform,
             "jax_version": jax.__version__,
             **(run_info or {}),
         }
-        write_json(self.workdir / SUMMARY_FILE, summary)
-        plot_curves(self.workdir, self.workdir / "curves.png")
+        if self.writer:
+            write_json(self.workdir / SUMMARY_FILE, summary)
+            plot_curves(self.workdir, self.workdir / "curves.png")
         return summary
 
     def close(self) -> None:

@@ -45,11 +45,13 @@ class MetricsLog:
     """Appends `{"step", "split", **metrics}` records; on resume, first drops records past the checkpoint.
 
     The dropped records are the ones the resumed run is about to write again, identically.
+    With several processes only one writes (`enabled`); the others' logs do nothing.
     """
 
-    def __init__(self, workdir: Path, resume_step: int):
+    def __init__(self, workdir: Path, resume_step: int, enabled: bool = True):
         self.workdir = workdir
         self.path = workdir / METRICS_FILE
+        self.enabled = enabled
         self._file = None
         self._tensorboard = None
         self.rewind(resume_step)
@@ -57,6 +59,8 @@ class MetricsLog:
     def rewind(self, step: int) -> None:
         """Keeps the records up to `step` (a checkpoint's) and appends from there."""
         self.close()
+        if not self.enabled:
+            return
         kept = [
             r
             for r in read_records(self.workdir)
@@ -70,6 +74,8 @@ class MetricsLog:
         )
 
     def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
         clean = {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}
         self._file.write(json.dumps({"step": step, "split": split, **clean}) + "\n")
         self._file.flush()
@@ -77,6 +83,8 @@ class MetricsLog:
             self._tensorboard.add_scalar(f"{split}/{name}", value, step)
 
     def flush(self) -> None:
+        if not self.enabled:
+            return
         self._file.flush()
         self._tensorboard.flush()
 

@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from flax.core import meta
 
 from jaxdl import config as config_lib
 from jaxdl import data
@@ -63,19 +64,64 @@ def _example_batch(dataset: data.DatasetSpec) -> dict[str, np.ndarray]:
     }
 
 
+def unboxed_init(task: Task) -> Any:
+    """`task.init_state` without the logical-axis boxes models put around their parameters."""
+    return lambda rng, batch: meta.unbox(task.init_state(rng, batch))
+
+
+def _batch_axis_name(config: ml_collections.ConfigDict) -> tuple[str, ...] | None:
+    return sharding.BATCH_AXES if config.mesh.mode == "shard_map" else None
+
+
+def _check_step_split(
+    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, task: Task
+) -> None:
+    """Gradient accumulation and per-device steps: what they need from the task and the mesh."""
+    accum = config.train.grad_accum_steps
+    per_device = config.data.batch_size // sharding.batch_shards(mesh)
+    if per_device % accum:
+        raise UserInputError(
+            f"config.train.grad_accum_steps={accum} does not divide the per-device batch of "
+            f"{per_device} (data.batch_size={config.data.batch_size} over "
+            f"{sharding.batch_shards(mesh)} devices); use a divisor of {per_device}."
+        )
+    needs_split = [
+        field
+        for field, used in (
+            ("mesh.mode=shard_map", config.mesh.mode == "shard_map"),
+            ("train.grad_accum_steps>1", accum > 1),
+        )
+        if used
+    ]
+    if needs_split and not task.splits_gradient_step:
+        raise UserInputError(
+            f"config.{needs_split[0]}: task {config.task.name!r} writes its own train step "
+            "(no compute_grads/apply_grads), so it runs only as one jit step without accumulation."
+        )
+    if config.mesh.mode == "shard_map" and (mesh.shape["fsdp"], mesh.shape["tensor"]) != (1, 1):
+        raise UserInputError(
+            f"config.mesh.mode=shard_map splits the batch only, but mesh.fsdp={mesh.shape['fsdp']} "
+            f"and mesh.tensor={mesh.shape['tensor']}; set both to 1, or use mesh.mode=jit to "
+            "split parameters."
+        )
+
+
 def setup(config: ml_collections.ConfigDict) -> Setup:
     """Resolves and checks a config; raises UserInputError on anything a user must fix."""
     config_lib.validate(config)
     dataset = data.load_dataset(config.data)
     augmentations = data.build_augmentations(config.data, dataset.input_shape)
-    task = build_task(config, dataset)
-    mesh = sharding.make_mesh(config.mesh.num_devices)
+    task = build_task(config, dataset, batch_axis_name=_batch_axis_name(config))
+    mesh = sharding.make_mesh(config_lib.mesh_axis_sizes(config), config.mesh.num_devices)
     sharding.check_batch_divisible(config.data.batch_size, mesh, "data.batch_size")
     sharding.check_batch_divisible(config.data.eval_batch_size, mesh, "data.eval_batch_size")
+    _check_processes(config)
+    _check_step_split(config, mesh, task)
 
     example = _example_batch(dataset)
-    shapes = jax.eval_shape(task.init_state, jax.random.PRNGKey(0), example)
-    shardings = sharding.state_shardings(shapes, mesh, config.mesh.strategy)
+    boxed = jax.eval_shape(task.init_state, jax.random.PRNGKey(0), example)
+    shapes = meta.unbox(boxed)
+    shardings = sharding.state_shardings(shapes, sharding.logical_names(boxed), mesh)
     abstract_state = jax.tree.map(
         lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
     )
@@ -83,7 +129,11 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
         task.eval_step, shapes, {**example, "mask": np.ones(1, np.float32)}
     )
     eval_metric_names = tuple(sorted(name for name in eval_shapes if name != "count"))
-    _, train_metric_shapes = jax.eval_shape(task.train_step, shapes, example)
+    # Outside a shard_map the batch axes are unbound: shapes come from the same task without.
+    # (The state's apply_fn is its task's model: it comes from the same task's init.)
+    plain_task = task if _batch_axis_name(config) is None else build_task(config, dataset)
+    plain_shapes = jax.eval_shape(unboxed_init(plain_task), jax.random.PRNGKey(0), example)
+    _, train_metric_shapes = jax.eval_shape(plain_task.train_step, plain_shapes, example)
     if config.train.monitor not in eval_metric_names:
         raise UserInputError(
             f"config.train.monitor={config.train.monitor!r} is not a validation metric of task "
@@ -101,6 +151,18 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
     )
 
 
+def _check_processes(config: ml_collections.ConfigDict) -> None:
+    """Each process feeds the same number of examples of every batch."""
+    processes = jax.process_count()
+    for field in ("data.batch_size", "data.eval_batch_size"):
+        size = config.data[field.split(".")[1]]
+        if size % processes:
+            raise UserInputError(
+                f"config.{field}={size} is not divisible by the {processes} processes; "
+                f"use a multiple of {processes}."
+            )
+
+
 def with_learning_rate_scale(plan: Setup, scale: float) -> Setup:
     """The same plan with every `learning_rate` in the config multiplied by `scale`.
 
@@ -110,10 +172,10 @@ def with_learning_rate_scale(plan: Setup, scale: float) -> Setup:
     if scale == 1.0:
         return plan
     config = config_lib.scale_learning_rates(plan.config, scale)
-    task = build_task(config, plan.dataset)
+    task = build_task(config, plan.dataset, batch_axis_name=_batch_axis_name(config))
     # A state's static fields (e.g. TrainState.tx, the optimizer) live in its tree structure:
     # take the new task's, keep the leaves' shapes and shardings.
-    shapes = jax.eval_shape(task.init_state, jax.random.PRNGKey(0), plan.example_batch())
+    shapes = jax.eval_shape(unboxed_init(task), jax.random.PRNGKey(0), plan.example_batch())
     abstract_state = jax.tree.unflatten(
         jax.tree.structure(shapes), jax.tree.leaves(plan.abstract_state)
     )
@@ -134,7 +196,7 @@ _RUN_ONCE_CPU_OPTIONS = {"xla_backend_optimization_level": 0}
 
 def init_state(plan: Setup) -> Any:
     """The task's fresh state, placed as the plan's shardings say."""
-    init = jax.jit(plan.task.init_state, out_shardings=plan.state_sharding)
+    init = jax.jit(unboxed_init(plan.task), out_shardings=plan.state_sharding)
     args = (jax.random.PRNGKey(plan.config.seed), plan.example_batch())
     options = _RUN_ONCE_CPU_OPTIONS if plan.on_cpu else None
     return init.lower(*args).compile(compiler_options=options)(*args)

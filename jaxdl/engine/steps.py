@@ -9,11 +9,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from jaxdl import data
 from jaxdl.engine import feed as feed_lib
 from jaxdl.engine import nonfinite, sharding
 from jaxdl.engine.setup import Setup
+from jaxdl.tasks import Task
 
 # Salt that separates the augmentation key stream from the task's keys (which use the raw seed).
 _AUGMENT_SALT = 0x61756720
@@ -68,6 +70,84 @@ def tally_to_host(tally: dict[str, Any]) -> dict[str, Any]:
     return jax.tree.map(lambda value: np.asarray(value).tolist(), jax.device_get(tally))
 
 
+def accumulate_grads(
+    task: Task, state: Any, batch: dict[str, jax.Array], steps: int, place: Callable | None = None
+) -> tuple[Any, dict[str, jax.Array], Any]:
+    """The task's (grads, metrics, state) for `batch`, computed `steps` micro-batches at a time.
+
+    Micro-batch i holds rows i, i + steps, i + 2 * steps, ...: with the batch split evenly over
+    devices, every device holds the same share of every micro-batch. A scan runs them one after
+    the other, so activations are held for one micro-batch at a time; gradients and metrics are
+    averaged, and state changes (batch-norm statistics) carry from one micro-batch to the next.
+    `place` constrains the layout of the stacked micro-batches (a jit step over a mesh).
+    """
+    if steps == 1:
+        return task.compute_grads(state, batch)
+
+    def split(x: jax.Array) -> jax.Array:
+        micro = x.reshape(x.shape[0] // steps, steps, *x.shape[1:]).swapaxes(0, 1)
+        return place(micro) if place is not None else micro
+
+    micro_batches = jax.tree.map(split, batch)
+    first = jax.tree.map(lambda x: x[0], micro_batches)
+    grad_shapes, metric_shapes, _ = jax.eval_shape(task.compute_grads, state, first, 0)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (grad_shapes, metric_shapes))
+
+    def one(carry: Any, inputs: Any) -> tuple[Any, None]:
+        (grad_sum, metric_sum), state = carry
+        index, micro = inputs
+        grads, metrics, state = task.compute_grads(state, micro, index)
+        sums = jax.tree.map(jnp.add, (grad_sum, metric_sum), (grads, metrics))
+        return (sums, state), None
+
+    ((grad_sum, metric_sum), state), _ = jax.lax.scan(
+        one, (zeros, state), (jnp.arange(steps), micro_batches)
+    )
+    mean = jax.tree.map(lambda total: total / steps, (grad_sum, metric_sum))
+    return (*mean, state)
+
+
+def make_update(plan: Setup) -> Callable:
+    """`(state, batch) -> (state, metrics)`: one optimizer update from one global batch.
+
+    mesh.mode=jit: the task's step over the sharded batch; XLA partitions it (and inserts the
+    collectives) from the shardings. mesh.mode=shard_map: the step is written per device: each
+    device computes gradients on its own examples, `lax.pmean` averages them (and the metrics)
+    over the batch axes, and every device applies the same update to its replica, which is
+    what `jax.pmap` programs did. Both accumulate `train.grad_accum_steps` micro-batches.
+    """
+    task, mesh = plan.task, plan.mesh
+    accum = int(plan.config.train.get("grad_accum_steps", 1))
+    if plan.config.mesh.get("mode", "jit") == "shard_map":
+        axes = sharding.BATCH_AXES
+
+        def per_device(state: Any, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
+            grads, metrics, state = accumulate_grads(task, state, batch, accum)
+            grads, metrics = jax.lax.pmean((grads, metrics), axes)
+            return task.apply_grads(state, grads, metrics)
+
+        specs = jax.tree.map(lambda s: s.spec, plan.state_sharding)
+        # check_vma=False: the gradients inside are each device's own, and the pmean above is
+        # the one all-reduce (with the check on, JAX would already sum them over devices).
+        return jax.shard_map(
+            per_device,
+            mesh=mesh,
+            in_specs=(specs, P(axes)),
+            out_specs=(specs, P()),
+            check_vma=False,
+        )
+    if accum == 1:
+        return task.train_step
+    micro_layout = sharding.batch_sharding(mesh, leading=1)
+
+    def update(state: Any, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
+        place = lambda x: jax.lax.with_sharding_constraint(x, micro_layout)  # noqa: E731
+        grads, metrics, state = accumulate_grads(task, state, batch, accum, place)
+        return task.apply_grads(state, grads, metrics)
+
+    return update
+
+
 def make_train_step(plan: Setup, nan_steps: tuple[int, ...] = ()) -> Callable:
     """The jitted step `(state, chunk, tally) -> (state, tally)`.
 
@@ -79,7 +159,7 @@ def make_train_step(plan: Setup, nan_steps: tuple[int, ...] = ()) -> Callable:
     are donated: their buffers are updated in place. `nan_steps` (fault injection) makes the
     updates that produce those steps NaN.
     """
-    task, augmentations = plan.task, plan.augmentations
+    update, augmentations = make_update(plan), plan.augmentations
     augment_key = jax.random.fold_in(jax.random.PRNGKey(plan.config.seed), _AUGMENT_SALT)
     policy = nonfinite_policy(plan)
     patience = 0 if policy == "skip" else int(plan.config.train.nonfinite_patience)
@@ -88,7 +168,7 @@ def make_train_step(plan: Setup, nan_steps: tuple[int, ...] = ()) -> Callable:
     def step(state: Any, chunk: dict[str, jax.Array], tally: Any) -> tuple[Any, Any]:
         batch = feed_lib.select_batch(chunk, state.step)
         key = jax.random.fold_in(augment_key, state.step)
-        new_state, metrics = task.train_step(state, data.augment_batch(augmentations, batch, key))
+        new_state, metrics = update(state, data.augment_batch(augmentations, batch, key))
         if nan_steps:
             new_state = nonfinite.poison(new_state, jnp.isin(new_state.step, poisoned_steps))
         health = tally["health"]
@@ -121,8 +201,16 @@ def make_eval_fn(plan: Setup) -> Callable[[Any, str], dict[str, float]]:
     local_batch = plan.config.data.eval_batch_size // jax.process_count()
 
     def evaluate(state: Any, split: str) -> dict[str, float]:
+        # Each process reads its slice of every batch; the jitted sums span all processes.
         sums = None
-        for batch in data.eval_batches(plan.dataset, split, batch_size=local_batch):
+        batches = data.eval_batches(
+            plan.dataset,
+            split,
+            batch_size=local_batch,
+            shard_index=jax.process_index(),
+            shard_count=jax.process_count(),
+        )
+        for batch in batches:
             out = eval_step(state, sharding.put_batch(batch, plan.batch_sharding))
             sums = out if sums is None else jax.tree.map(np.add, sums, out)
         sums = {name: float(value) for name, value in jax.device_get(sums).items()}

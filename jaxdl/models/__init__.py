@@ -20,7 +20,7 @@ _FAMILIES: Mapping[str, type[nn.Module]] = MappingProxyType(
 MODEL_NAMES: tuple[str, ...] = tuple(_FAMILIES)
 
 # Set by build_model's caller (from the dataset) or by Flax itself, never by the model config.
-_NOT_CONFIGURABLE = ("num_classes", "parent", "name")
+_NOT_CONFIGURABLE = ("num_classes", "batch_axis_name", "parent", "name")
 
 __all__ = ["CNN", "MLP", "MODEL_NAMES", "LeNet5", "build_model", "model_fields"]
 
@@ -33,8 +33,12 @@ def model_fields(name: str) -> tuple[str, ...]:
     return tuple(f.name for f in fields if f.init and f.name not in _NOT_CONFIGURABLE)
 
 
-def build_model(config: ConfigDict, *, num_classes: int) -> nn.Module:
-    """Build the module named by `config.name`, passing every other field of `config` to it."""
+def build_model(config: ConfigDict, *, num_classes: int, batch_axis_name: Any = None) -> nn.Module:
+    """Build the module named by `config.name`, passing every other field of `config` to it.
+
+    `batch_axis_name` (the mesh's batch axes) is given in shard_map mode only: the model then
+    synchronises batch norm and draws dropout masks as a jit step over the whole batch would.
+    """
     fields = config.to_dict() if isinstance(config, ConfigDict) else dict(config)
     name = fields.pop("name", None)
     if name is None:
@@ -53,6 +57,10 @@ def build_model(config: ConfigDict, *, num_classes: int) -> nn.Module:
     kwargs = {field: _frozen(value) for field, value in fields.items()}
     if "dtype" in kwargs:
         kwargs["dtype"] = resolve_dtype(kwargs["dtype"])
+    if batch_axis_name is not None and "batch_axis_name" in {
+        f.name for f in dataclasses.fields(_FAMILIES[name])
+    }:
+        kwargs["batch_axis_name"] = batch_axis_name
     return _FAMILIES[name](num_classes=num_classes, **kwargs)
 
 

@@ -35,6 +35,10 @@ def conv(
         dtype=dtype,
         param_dtype=jnp.float32,
         conv_general_dilated=patch_conv if jax.default_backend() == "cpu" else None,
+        kernel_init=layers.named(
+            nn.initializers.lecun_normal(), *[None] * len(kernel_size), "conv_in", "conv_out"
+        ),
+        bias_init=layers.named(nn.initializers.zeros_init(), "conv_out"),
     )
 
 
@@ -81,6 +85,7 @@ class CNN(nn.Module):
     batch_norm: bool = True
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
+    batch_axis_name: Any = None  # Set by the task in shard_map mode (layers.batch_norm).
 
     def __post_init__(self) -> None:
         layers.check_sizes("conv_features", self.conv_features, allow_empty=False)
@@ -109,15 +114,24 @@ class CNN(nn.Module):
                     dtype=self.dtype,
                 )(x)
                 if self.batch_norm:
-                    x = layers.batch_norm(train=train, dtype=self.dtype)(x)
+                    x = layers.batch_norm(
+                        train=train,
+                        dtype=self.dtype,
+                        name="conv_out",
+                        axis_name=self.batch_axis_name,
+                    )(x)
                 x = act(x)
             x = layers.pool(x, self.pooling)
         x = _global_pool(x, self.global_pool)
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        dropout = layers.Dropout(self.dropout_rate, self.batch_axis_name)
+        x = dropout(x, deterministic=not train)
+        width = "embed"
         for size in self.dense_sizes:
-            x = act(nn.Dense(size, dtype=self.dtype)(x))
-            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = nn.Dense(self.num_classes, dtype=self.dtype)(x)
+            out = "mlp" if width == "embed" else "embed"
+            x = act(layers.dense(size, (width, out), dtype=self.dtype)(x))
+            x = layers.Dropout(self.dropout_rate, self.batch_axis_name)(x, deterministic=not train)
+            width = out
+        x = layers.dense(self.num_classes, (width, "classes"), dtype=self.dtype)(x)
         return x.astype(jnp.float32)
 
 
@@ -150,9 +164,9 @@ class LeNet5(nn.Module):
         x = act(conv(16, (5, 5), padding="VALID", use_bias=True, dtype=self.dtype)(x))
         x = layers.pool(x, self.pooling)
         x = x.reshape(x.shape[0], -1)
-        x = act(nn.Dense(120, dtype=self.dtype)(x))
-        x = act(nn.Dense(84, dtype=self.dtype)(x))
-        x = nn.Dense(self.num_classes, dtype=self.dtype)(x)
+        x = act(layers.dense(120, ("embed", "mlp"), dtype=self.dtype)(x))
+        x = act(layers.dense(84, ("mlp", "embed"), dtype=self.dtype)(x))
+        x = layers.dense(self.num_classes, ("embed", "classes"), dtype=self.dtype)(x)
         return x.astype(jnp.float32)
 
 

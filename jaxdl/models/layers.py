@@ -92,15 +92,74 @@ def resolve_dtype(value: Any) -> jnp.dtype:
     return dtype
 
 
-def batch_norm(*, train: bool, dtype: Any) -> nn.BatchNorm:
-    """Batch norm over the last axis, statistics in the 'batch_stats' collection."""
+def named(init: Callable, *names: str | None) -> Callable:
+    """An initializer whose parameter carries logical axis names, one per dimension.
+
+    The engine maps the names to mesh axes (LOGICAL_AXIS_RULES in engine/sharding.py); the
+    model itself computes the same either way.
+    """
+    return nn.with_logical_partitioning(init, names)
+
+
+def dense(features: int, names: tuple[str, str], *, use_bias: bool = True, dtype: Any) -> nn.Dense:
+    """A dense layer whose kernel is named (input, output) and bias (output,)."""
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=named(nn.initializers.lecun_normal(), *names),
+        bias_init=named(nn.initializers.zeros_init(), names[1]),
+    )
+
+
+def batch_norm(
+    *, train: bool, dtype: Any, name: str = "norm", axis_name: Any = None
+) -> nn.BatchNorm:
+    """Batch norm over the last axis, statistics in the 'batch_stats' collection.
+
+    `axis_name` (the mesh's batch axes, inside a per-device shard_map step) averages the
+    statistics over every device's examples: synchronised batch norm. A jit step over a sharded
+    batch needs none, its mean already is over the whole batch.
+    """
     return nn.BatchNorm(
         use_running_average=not train,
         momentum=BATCH_NORM_MOMENTUM,
         epsilon=BATCH_NORM_EPSILON,
         dtype=dtype,
         param_dtype=jnp.float32,
+        axis_name=axis_name if train else None,
+        scale_init=named(nn.initializers.ones_init(), name),
+        bias_init=named(nn.initializers.zeros_init(), name),
     )
+
+
+class Dropout(nn.Module):
+    """`flax.linen.Dropout` (the same draws), plus exact draws inside a per-device step.
+
+    With `batch_axis_name` set (a shard_map step), each device draws the mask of the whole
+    batch and keeps its own rows: the same mask a jit step over the sharded batch draws, so both
+    modes train identically. Drawing n times the bits costs little next to the layer itself.
+    """
+
+    rate: float
+    batch_axis_name: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+        if deterministic or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        rng = self.make_rng("dropout")
+        if self.batch_axis_name is None:
+            mask = jax.random.bernoulli(rng, p=keep, shape=x.shape)
+        else:
+            shards = jax.lax.psum(1, self.batch_axis_name)
+            index = jax.lax.axis_index(self.batch_axis_name)
+            rows = x.shape[0]
+            whole = jax.random.bernoulli(rng, p=keep, shape=(rows * shards, *x.shape[1:]))
+            mask = jax.lax.dynamic_slice_in_dim(whole, index * rows, rows)
+        return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
 
 
 def pool(x: jax.Array, kind: str) -> jax.Array:

@@ -22,6 +22,7 @@ class MLP(nn.Module):
     dropout_rate: float = 0.0
     batch_norm: bool = False
     dtype: Any = jnp.float32
+    batch_axis_name: Any = None  # Set by the task in shard_map mode (layers.batch_norm).
 
     def __post_init__(self) -> None:
         layers.check_sizes("hidden_sizes", self.hidden_sizes, allow_empty=True)
@@ -34,12 +35,19 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         act = layers.activation(self.activation)
         x = x.reshape(x.shape[0], -1)
+        # Megatron's pairing for tensor parallelism: layers alternate between splitting their
+        # outputs ('mlp') and their inputs, so consecutive layers need no gather between them.
+        width = "embed"
         for size in self.hidden_sizes:
+            out = "mlp" if width == "embed" else "embed"
             # Batch norm's own shift makes the dense bias redundant.
-            x = nn.Dense(size, use_bias=not self.batch_norm, dtype=self.dtype)(x)
+            x = layers.dense(size, (width, out), use_bias=not self.batch_norm, dtype=self.dtype)(x)
             if self.batch_norm:
-                x = layers.batch_norm(train=train, dtype=self.dtype)(x)
+                x = layers.batch_norm(
+                    train=train, dtype=self.dtype, name=out, axis_name=self.batch_axis_name
+                )(x)
             x = act(x)
-            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = nn.Dense(self.num_classes, dtype=self.dtype)(x)
+            x = layers.Dropout(self.dropout_rate, self.batch_axis_name)(x, deterministic=not train)
+            width = out
+        x = layers.dense(self.num_classes, (width, "classes"), dtype=self.dtype)(x)
         return x.astype(jnp.float32)

@@ -12,11 +12,16 @@ TASKS = {"classification": ClassificationTask}
 TASK_NAMES = tuple(TASKS)
 
 
-def build_task(config: ml_collections.ConfigDict, dataset: Any) -> Task:
-    """`dataset` needs `num_classes` and `input_shape` (a `jaxdl.data.DatasetSpec`)."""
+def build_task(
+    config: ml_collections.ConfigDict, dataset: Any, batch_axis_name: Any = None
+) -> Task:
+    """`dataset` needs `num_classes` and `input_shape` (a `jaxdl.data.DatasetSpec`).
+
+    `batch_axis_name` names the mesh's batch axes when steps run per device (shard_map mode).
+    """
     if config.task.name not in TASKS:
         raise unknown_name_error("task", config.task.name, TASKS)
-    return TASKS[config.task.name].from_config(config, dataset)
+    return TASKS[config.task.name].from_config(config, dataset, batch_axis_name=batch_axis_name)
 
 
 __all__ = ["TASK_NAMES", "Task", "build_task"]

@@ -20,16 +20,49 @@ class Task(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_config(cls, config: ml_collections.ConfigDict, dataset: Any) -> "Task":
-        """Builds the task's model(s) and optimizer(s) from the whole config and the dataset spec."""
+    def from_config(
+        cls, config: ml_collections.ConfigDict, dataset: Any, batch_axis_name: Any = None
+    ) -> "Task":
+        """Builds the task's model(s) and optimizer(s) from the whole config and the dataset spec.
+
+        `batch_axis_name` goes to models with batch norm or dropout (see models.build_model).
+        """
 
     @abc.abstractmethod
     def init_state(self, rng: jax.Array, batch: Batch) -> Any:
         """A fresh state pytree with a scalar `step` field; `batch` gives the input shapes only."""
 
-    @abc.abstractmethod
     def train_step(self, state: Any, batch: Batch) -> tuple[Any, Metrics]:
-        """One update. Metrics are scalars averaged over the batch."""
+        """One update. Metrics are scalars averaged over the batch.
+
+        A task with one gradient per step implements `compute_grads` and `apply_grads` and
+        inherits this; the engine then also accumulates gradients over micro-batches and runs
+        the step per device (shard_map). A task with another kind of step (e.g. a GAN's two
+        alternating updates) overrides this method instead and gets neither.
+        """
+        grads, metrics, state = self.compute_grads(state, batch)
+        return self.apply_grads(state, grads, metrics)
+
+    def compute_grads(
+        self, state: Any, batch: Batch, micro_batch: jax.Array | None = None
+    ) -> tuple[Any, Metrics, Any]:
+        """(gradients, metrics, state) for one batch; the params are not updated yet.
+
+        The returned state carries what the forward pass changes besides the parameters (e.g.
+        batch-norm statistics). `micro_batch` (None, or the index within a step's micro-batches)
+        separates the random draws of a step's micro-batches. The gradients and metrics are means
+        over `batch`: in a per-device step, over this device's examples.
+        """
+        raise NotImplementedError(f"{type(self).__name__} overrides train_step as a whole.")
+
+    def apply_grads(self, state: Any, grads: Any, metrics: Metrics) -> tuple[Any, Metrics]:
+        """The update from gradients averaged over the whole batch; adds e.g. 'grad_norm'."""
+        raise NotImplementedError(f"{type(self).__name__} overrides train_step as a whole.")
+
+    @property
+    def splits_gradient_step(self) -> bool:
+        """Whether the engine may call compute_grads/apply_grads itself."""
+        return type(self).compute_grads is not Task.compute_grads
 
     @abc.abstractmethod
     def eval_step(self, state: Any, batch: Batch) -> Metrics:

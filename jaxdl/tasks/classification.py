@@ -1,4 +1,9 @@
-"""Classification: cross-entropy loss, accuracy, one network, one optimizer."""
+"""Classification: cross-entropy loss, accuracy, one network, one optimizer.
+
+With a float16 model the optimizer is wrapped in dynamic loss scaling (jaxdl/loss_scale.py):
+the loss is multiplied by the current scale before differentiation, and a step whose
+gradients overflow is skipped.
+"""
 
 from typing import Any
 
@@ -8,7 +13,7 @@ import ml_collections
 import optax
 from flax import linen as nn
 
-from jaxdl import optim
+from jaxdl import loss_scale, optim
 from jaxdl.models import build_model
 from jaxdl.tasks.base import Batch, Metrics, Task
 from jaxdl.tasks.state import TrainState
@@ -22,24 +27,40 @@ class ClassificationTask(Task):
         learning_rate: optax.Schedule,
         num_classes: int,
         label_smoothing: float = 0.0,
+        loss_scaled: bool = False,
     ):
         self.model = model
         self.tx = tx
         self.learning_rate = learning_rate
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
+        self.loss_scaled = loss_scaled
 
     @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict, dataset: Any) -> "ClassificationTask":
+    def from_config(
+        cls, config: ml_collections.ConfigDict, dataset: Any, batch_axis_name: Any = None
+    ) -> "ClassificationTask":
         tx, learning_rate = optim.make_optimizer(
             config.optimizer, config.schedule, config.train.num_steps
         )
+        model = build_model(
+            config.model, num_classes=dataset.num_classes, batch_axis_name=batch_axis_name
+        )
+        # float16 underflows where bfloat16 (float32's exponent range) does not.
+        loss_scaled = jnp.dtype(getattr(model, "dtype", jnp.float32)) == jnp.float16
+        if loss_scaled:
+            tx = loss_scale.dynamic_loss_scale(
+                tx,
+                initial_scale=config.train.get("loss_scale_init", 2.0**15),
+                growth_interval=config.train.get("loss_scale_growth_interval", 2000),
+            )
         return cls(
-            model=build_model(config.model, num_classes=dataset.num_classes),
+            model=model,
             tx=tx,
             learning_rate=learning_rate,
             num_classes=dataset.num_classes,
             label_smoothing=config.task.label_smoothing,
+            loss_scaled=loss_scaled,
         )
 
     def init_state(self, rng: jax.Array, batch: Batch) -> TrainState:
@@ -62,31 +83,46 @@ class ClassificationTask(Task):
         targets = optax.smooth_labels(jax.nn.one_hot(labels, self.num_classes), smoothing)
         return optax.softmax_cross_entropy(logits, targets)
 
-    def train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    def compute_grads(
+        self, state: TrainState, batch: Batch, micro_batch: jax.Array | None = None
+    ) -> tuple[Any, Metrics, TrainState]:
         mutable = list(state.model_state)
+        rng = state.step_rng()
+        if micro_batch is not None:
+            rng = jax.random.fold_in(rng, micro_batch)
+        scale = loss_scale.current_scale(state.opt_state) if self.loss_scaled else None
 
         def loss_fn(params):
             variables = {"params": params, **state.model_state}
             logits, new_model_state = state.apply_fn(
-                variables,
-                batch["input"],
-                train=True,
-                rngs={"dropout": state.step_rng()},
-                mutable=mutable,
+                variables, batch["input"], train=True, rngs={"dropout": rng}, mutable=mutable
             )
             loss = self._loss(logits, batch["label"], self.label_smoothing).mean()
-            return loss, (logits, new_model_state)
+            scaled = loss if scale is None else loss * scale
+            return scaled, (loss, logits, new_model_state)
 
-        (loss, (logits, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        (_, (loss, logits, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params
         )
-        metrics = {
-            "loss": loss,
-            "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-            "grad_norm": optax.tree.norm(grads),
-            "learning_rate": self.learning_rate(state.step),
-        }
-        return state.apply_gradients(grads, model_state=dict(new_model_state)), metrics
+        metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
+        return grads, metrics, state.replace(model_state=dict(new_model_state))
+
+    def apply_grads(
+        self, state: TrainState, grads: Any, metrics: Metrics
+    ) -> tuple[TrainState, Metrics]:
+        metrics = {**metrics, "learning_rate": self.learning_rate(state.step)}
+        if self.loss_scaled:
+            scale = loss_scale.current_scale(state.opt_state)
+            grad_norm = optax.tree.norm(grads) / scale
+            new_state = state.apply_gradients(grads)
+            skipped = loss_scale.step_was_skipped(state.opt_state, new_state.opt_state)
+            # An overflowed step is skipped by the optimizer; its norm would read as divergence.
+            metrics["grad_norm"] = jnp.where(jnp.isfinite(grad_norm), grad_norm, 0.0)
+            metrics["loss_scale"] = scale
+            metrics["overflow_skipped"] = skipped.astype(jnp.float32)
+            return new_state, metrics
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        return state.apply_gradients(grads), metrics
 
     def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
         variables = {"params": state.params, **state.model_state}
