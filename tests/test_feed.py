@@ -16,13 +16,13 @@ def _batch_of(feed: BatchFeed, step: int) -> list[int]:
 
 @pytest.mark.parametrize("devices", [1, 8])
 def test_feed_gives_the_iterator_batches_in_order_and_resumes_mid_chunk(devices):
-    mesh = sharding.make_mesh(devices)
+    mesh = sharding.make_mesh(num_devices=devices)
     reference = train_iterator(index_spec(10), batch_size=8, seed=4)
     expected = [next(reference)["label"].tolist() for _ in range(9)]
     feed = BatchFeed(train_iterator(index_spec(10), batch_size=8, seed=4), mesh, 4)
     assert [_batch_of(feed, step) for step in range(6)] == expected[:6]
     chunk = feed.next_chunk(5)
-    assert chunk["label"].shape == (4, 8) and chunk["label"].sharding.spec[1] == "data"
+    assert chunk["label"].shape == (4, 8) and chunk["label"].sharding.spec[1] == ("data", "fsdp")
     # After step 5 a checkpoint holds the position of 6 batches, not of the 8 read ahead.
     state = feed.get_state()
     assert b'"next_index": 48' in state

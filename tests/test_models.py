@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 from flax import linen as nn
+from flax.core import meta
 
 from jaxdl.errors import UserInputError
 from jaxdl.models import CNN, MLP, MODEL_NAMES, LeNet5, build_model, model_fields
@@ -31,7 +32,8 @@ def _abstract(model, shape, *, train=False):
     option matrix fast on CPU; the behaviour tests below run the models for real."""
     x = jax.ShapeDtypeStruct((BATCH, *shape), jnp.float32)
     rngs = {"params": jax.random.key(1), "dropout": jax.random.key(2)}
-    variables = jax.eval_shape(functools.partial(model.init, train=False), rngs, x)
+    # Parameters come boxed with their logical axis names (for sharding); the values inside.
+    variables = meta.unbox(jax.eval_shape(functools.partial(model.init, train=False), rngs, x))
 
     def apply(variables, x):
         logits, _ = model.apply(
