@@ -245,11 +245,12 @@ def _train(args: argparse.Namespace, rest: list[str], preemption: Preemption) ->
         )
         return EXIT_DIVERGED if status == "diverged" else 0
     _quiet_logs()
+    import jax
+    from jax.experimental import multihost_utils
+
     plan = loop.setup(config)
     if state is workdir.WorkdirState.NEW:
         # With several processes (sharing the workdir) process 0 prepares it, the others wait.
-        import jax
-        from jax.experimental import multihost_utils
 
         if jax.process_index() == 0:
             moved = workdir.start_new(run_dir, config)
@@ -262,7 +263,8 @@ def _train(args: argparse.Namespace, rest: list[str], preemption: Preemption) ->
         plan, run_dir, faults, run_info={"command": command}, preemption=preemption
     )
     print(json.dumps({k: summary[k] for k in ("final_metrics", "steps", "wall_seconds")}))
-    print(f"wrote {run_dir / workdir.SUMMARY_FILE}, curves.png, metrics.jsonl, tensorboard/")
+    if jax.process_index() == 0:  # The one process that writes them.
+        print(f"wrote {run_dir / workdir.SUMMARY_FILE}, curves.png, metrics.jsonl, tensorboard/")
     if summary["status"] == "diverged":
         print(
             f"jaxdl: training diverged: {json.dumps(summary['nonfinite']['stopped'])}",

@@ -6,6 +6,7 @@ in the same order the streaming Grain pipeline would give it (see order.py).
 """
 
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -14,7 +15,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from jaxdl.data.order import stream_positions
+from jaxdl.data.order import local_batch_positions, restored_batch
 from jaxdl.data.spec import DatasetSpec, RecordSource
 from jaxdl.errors import UserInputError
 
@@ -48,8 +49,12 @@ def as_is(example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def decode_split(source: RecordSource, preprocess: Callable[[Any], Batch]) -> ExampleArrays:
     """Reads and preprocesses every record of `source`, once."""
-    examples = [preprocess(source[index]) for index in range(len(source))]
-    return ExampleArrays({key: np.stack([ex[key] for ex in examples]) for key in examples[0]})
+    return ExampleArrays(stack([preprocess(source[index]) for index in range(len(source))]))
+
+
+def stack(examples: list[Batch]) -> Batch:
+    """Examples stacked into a batch, key by key, as Grain's `batch` stacks them."""
+    return {key: np.stack([example[key] for example in examples]) for key in examples[0]}
 
 
 def decoded_bytes(spec: DatasetSpec) -> int:
@@ -80,8 +85,9 @@ def in_memory(spec: DatasetSpec, pipeline: str) -> DatasetSpec:
 class ArrayTrainIterator(grain.DatasetIterator):
     """Endless train batches from an in-memory split, in the order the Grain pipeline gives.
 
-    Its state is the Grain pipeline's, {'next_index': examples consumed by this process}, so a
-    checkpoint written by either pipeline resumes with the other.
+    Batch b is this process's slice of global batch b (order.py). Its state is the streamed
+    pipeline's, {'next_index': global positions consumed}, so a checkpoint written by either
+    pipeline, with any process count, resumes with the other.
     """
 
     def __init__(
@@ -95,32 +101,47 @@ class ArrayTrainIterator(grain.DatasetIterator):
     ):
         super().__init__()
         self._split = split
-        self._rows = np.arange(shard_index, len(split), shard_count)
-        self._batch_size = batch_size
-        self._seed = seed
-        self._next_index = 0
+        self._positions = functools.partial(
+            local_batch_positions,
+            batch_size=batch_size,
+            seed=seed,
+            size=len(split),
+            shard_index=shard_index,
+            shard_count=shard_count,
+        )
+        self._global_batch = batch_size * shard_count
+        self._next_batch = 0
 
     def __next__(self) -> Batch:
-        positions = stream_positions(
-            self._next_index, self._batch_size, len(self._rows), self._seed
-        )
-        self._next_index += self._batch_size
-        return self._split.take(self._rows[positions])
+        rows = self._positions(self._next_batch)
+        self._next_batch += 1
+        return self._split.take(rows)
 
     def get_state(self) -> dict[str, Any]:
-        return {"next_index": self._next_index}
+        return {"next_index": self._next_batch * self._global_batch}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self._next_index = int(state["next_index"])
+        self._next_batch = restored_batch(state, self._global_batch)
 
     def __str__(self) -> str:
         return f"ArrayTrainIterator(state={json.dumps(self.get_state())})"
 
 
-def array_eval_batches(split: ExampleArrays, batch_size: int) -> Iterator[Batch]:
-    """Slices of `split` in order, the last one zero-padded, with a 'mask' of real examples."""
-    for start in range(0, len(split), batch_size):
+def array_eval_batches(
+    split: ExampleArrays, batch_size: int, shard_index: int = 0, shard_count: int = 1
+) -> Iterator[Batch]:
+    """This process's slices of `split` in order (eval_batches), zero-padded, with a 'mask'."""
+    for start in eval_starts(len(split), batch_size, shard_index, shard_count):
         yield pad_batch(split.take(slice(start, start + batch_size)), batch_size)
+
+
+def eval_starts(size: int, batch_size: int, shard_index: int, shard_count: int) -> range:
+    """The first row of each of this process's eval batches; some may be past the end."""
+    global_batch = batch_size * shard_count
+    # Every process gets as many batches as the largest share needs: the steps are collective.
+    return range(
+        shard_index * batch_size, math.ceil(size / global_batch) * global_batch, global_batch
+    )
 
 
 def pad_batch(batch: Batch, batch_size: int) -> Batch:

@@ -2,21 +2,36 @@
 
 A dataset decoded into memory (arrays.py) is served by index with no per-example Python. Any
 other dataset streams through Grain: random access to its records, per-example preprocessing,
-and optional worker processes. Both give the same batches in the same order for a seed.
+and optional worker processes. Both give the same batches in the same order for a seed, and
+both read only this process's share of every global batch (order.py).
 """
 
-from collections.abc import Iterator
+import dataclasses
+import math
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grain
 import numpy as np
 from absl import flags
 
-from jaxdl.data.arrays import ArrayTrainIterator, ExampleArrays, array_eval_batches, pad_batch
-from jaxdl.data.order import EpochShuffledDataset
-from jaxdl.data.spec import DatasetSpec
+from jaxdl.data.arrays import (
+    ArrayTrainIterator,
+    ExampleArrays,
+    array_eval_batches,
+    eval_starts,
+    pad_batch,
+    stack,
+)
+from jaxdl.data.order import local_batch_positions, restored_batch
+from jaxdl.data.spec import DatasetSpec, RecordSource
 from jaxdl.errors import UserInputError
 
 Batch = dict[str, np.ndarray]
+# Examples read ahead per process. Grain's default, 500 elements, suited elements that were
+# examples; here an element is a whole batch.
+PREFETCH_EXAMPLES = 512
 
 
 def train_iterator(
@@ -30,10 +45,12 @@ def train_iterator(
 ) -> grain.DatasetIterator:
     """Endless {'input': (B, *input_shape) float32, 'label': (B,) int32} batches of train.
 
-    The order depends only on `seed` (order.py), changes every epoch, and resumes exactly through
-    get_state()/set_state() or grain.checkpoint.CheckpointSave/CheckpointRestore. This process
-    reads examples shard_index, shard_index + shard_count, ... of the train split.
-    `worker_count` applies to streamed datasets only: in-memory ones need no workers.
+    One global stream of batches of batch_size * shard_count examples, fixed by `seed` and
+    independent of shard_count (order.py); this process gets rows [shard_index * batch_size,
+    (shard_index + 1) * batch_size) of each. get_state()/set_state() (or
+    grain.checkpoint.CheckpointSave/CheckpointRestore) resume exactly, also with another
+    shard_count as long as the global batch is the same.
+    `worker_count` applies to streamed datasets only and does not change the batches.
     Close the iterator when done: worker processes hold shared memory.
     """
     _check_positive(batch_size, "data.batch_size")
@@ -42,14 +59,10 @@ def train_iterator(
             f"data.worker_count must be an integer >= 0 (0 = no worker processes), "
             f"got {worker_count!r}."
         )
-    if not 0 <= shard_index < shard_count:
-        raise ValueError(f"shard_index {shard_index} must be in [0, shard_count={shard_count}).")
+    _check_shard(shard_index, shard_count)
     train = spec.splits["train"]
-    if len(range(shard_index, len(train), shard_count)) == 0:
-        raise UserInputError(
-            f"the train split of dataset {spec.name!r} has {len(train)} examples, "
-            f"too few to give each of {shard_count} processes one."
-        )
+    if len(train) == 0:
+        raise UserInputError(f"the train split of dataset {spec.name!r} is empty.")
     if isinstance(train, ExampleArrays):
         return ArrayTrainIterator(
             train,
@@ -58,41 +71,146 @@ def train_iterator(
             shard_index=shard_index,
             shard_count=shard_count,
         )
-    records = grain.MapDataset.source(train)[shard_index::shard_count]
-    examples = EpochShuffledDataset(records, seed=seed).map(spec.preprocess)
-    dataset = examples.to_iter_dataset().batch(batch_size, drop_remainder=True)
-    if worker_count > 0:
-        _mark_absl_flags_parsed()
-        dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
-    return iter(dataset)
+    read = _TrainBatchReader(train, spec.preprocess, batch_size, seed, shard_index, shard_count)
+    return StreamedTrainIterator(read, global_batch=batch_size * shard_count, workers=worker_count)
 
 
-def eval_batches(spec: DatasetSpec, split: str, *, batch_size: int) -> Iterator[Batch]:
-    """One pass over `split` in its fixed order, every batch exactly `batch_size` long.
+class StreamedTrainIterator(grain.DatasetIterator):
+    """Train batches read by Grain, element b of the MapDataset being this process's batch b.
 
-    The last batch is zero-padded; 'mask' (B,) float32 is 1 for real examples, 0 for padding.
+    Its state is ArrayTrainIterator's, {'next_index': global positions consumed}, not Grain's:
+    a restore rebuilds the pipeline at that batch, so it depends on neither Grain's iterator
+    state nor the worker count (workers take whole batches in turn, which keeps the order).
+    """
+
+    def __init__(self, read: "_TrainBatchReader", *, global_batch: int, workers: int):
+        super().__init__()
+        self._read = read
+        self._global_batch = global_batch
+        self._workers = workers
+        self._next_batch = 0
+        self._batches: grain.DatasetIterator | None = None  # Opened at the first batch.
+
+    def _open(self) -> grain.DatasetIterator:
+        batches = grain.MapDataset.range(self._next_batch, sys.maxsize).map(self._read)
+        dataset = batches.to_iter_dataset(_read_options(self._read.batch_size))
+        if self._workers > 0:
+            _mark_absl_flags_parsed()
+            dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._workers))
+        return iter(dataset)
+
+    def __next__(self) -> Batch:
+        self._assert_not_closed()
+        if self._batches is None:
+            self._batches = self._open()
+        batch = next(self._batches)
+        self._next_batch += 1
+        return batch
+
+    def get_state(self) -> dict[str, Any]:
+        return {"next_index": self._next_batch * self._global_batch}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        next_batch = restored_batch(state, self._global_batch)
+        self._close_batches()
+        self._next_batch = next_batch
+
+    def start_prefetch(self) -> None:
+        self._assert_not_closed()
+        if self._batches is None:
+            self._batches = self._open()
+        self._batches.start_prefetch()
+
+    def close(self) -> None:
+        self._close_batches()
+        super().close()
+
+    def _close_batches(self) -> None:
+        if self._batches is not None:
+            self._batches.close()  # Stops the worker processes, if any.
+            self._batches = None
+
+    def __str__(self) -> str:
+        return f"StreamedTrainIterator(state={self.get_state()}, workers={self._workers})"
+
+
+def eval_batches(
+    spec: DatasetSpec, split: str, *, batch_size: int, shard_index: int = 0, shard_count: int = 1
+) -> Iterator[Batch]:
+    """One pass over this process's share of `split`, in its fixed order.
+
+    Every process gets ceil(len(split) / (batch_size * shard_count)) batches; batch k holds rows
+    [(k * shard_count + shard_index) * batch_size, ...) of the split, zero-padded to
+    `batch_size` rows (maybe all padding). 'mask' (B,) float32 is 1 for real rows, 0 for padding.
     """
     _check_positive(batch_size, "data.eval_batch_size")
+    _check_shard(shard_index, shard_count)
     if split not in spec.splits:
         raise ValueError(f"split must be one of {tuple(spec.splits)}, got {split!r}.")
-    if isinstance(spec.splits[split], ExampleArrays):
-        return array_eval_batches(spec.splits[split], batch_size)
-    dataset = (
-        grain.MapDataset.source(spec.splits[split])
-        .map(spec.preprocess)
-        .to_iter_dataset()
-        .batch(batch_size)
+    records = spec.splits[split]
+    if isinstance(records, ExampleArrays):
+        return array_eval_batches(records, batch_size, shard_index, shard_count)
+    # No rows to read the shapes from in an all-padding batch: they are the spec's.
+    empty = {
+        "input": np.zeros((0, *spec.input_shape), np.float32),
+        "label": np.zeros((0,), np.int32),
+    }
+    starts = eval_starts(len(records), batch_size, shard_index, shard_count)
+    batches = grain.MapDataset.range(starts.start, starts.stop, starts.step).map(
+        _EvalBatchReader(records, spec.preprocess, batch_size, empty)
     )
     # A separate generator so that the checks above run at the call, not at the first batch.
-    return _padded(iter(dataset), batch_size)
+    return _closing(iter(batches.to_iter_dataset(_read_options(batch_size))))
 
 
-def _padded(batches: grain.DatasetIterator, batch_size: int) -> Iterator[Batch]:
+@dataclasses.dataclass(frozen=True)
+class _TrainBatchReader:
+    """Global batch b -> this process's rows of it, read and preprocessed. Pickled to workers."""
+
+    records: RecordSource
+    preprocess: Callable[[Any], Batch]
+    batch_size: int
+    seed: int
+    shard_index: int
+    shard_count: int
+
+    def __call__(self, batch: int) -> Batch:
+        rows = local_batch_positions(
+            batch,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            size=len(self.records),
+            shard_index=self.shard_index,
+            shard_count=self.shard_count,
+        )
+        return stack([self.preprocess(self.records[int(row)]) for row in rows])
+
+
+@dataclasses.dataclass(frozen=True)
+class _EvalBatchReader:
+    """First row -> the padded batch of rows start .. start + batch_size - 1 that exist."""
+
+    records: RecordSource
+    preprocess: Callable[[Any], Batch]
+    batch_size: int
+    empty: Batch
+
+    def __call__(self, start: int) -> Batch:
+        rows = range(start, min(start + self.batch_size, len(self.records)))
+        examples = [self.preprocess(self.records[row]) for row in rows]
+        return pad_batch(stack(examples) if examples else self.empty, self.batch_size)
+
+
+def _closing(batches: grain.DatasetIterator) -> Iterator[Batch]:
     try:
-        for batch in batches:
-            yield pad_batch(batch, batch_size)
+        yield from batches
     finally:
         batches.close()
+
+
+def _read_options(batch_size: int) -> grain.ReadOptions:
+    buffer = max(2, math.ceil(PREFETCH_EXAMPLES / batch_size))
+    return grain.ReadOptions(num_threads=min(16, buffer), prefetch_buffer_size=buffer)
 
 
 def _check_positive(batch_size: int, field: str) -> None:
@@ -102,6 +220,11 @@ def _check_positive(batch_size: int, field: str) -> None:
         or batch_size <= 0
     ):
         raise UserInputError(f"{field} must be a positive integer, got {batch_size!r}.")
+
+
+def _check_shard(shard_index: int, shard_count: int) -> None:
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index {shard_index} must be in [0, shard_count={shard_count}).")
 
 
 def _mark_absl_flags_parsed() -> None:

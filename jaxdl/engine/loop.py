@@ -26,6 +26,7 @@ from jaxdl.engine.fingerprint import count_params, tree_fingerprint
 from jaxdl.engine.metrics_log import MetricsLog, format_metrics
 from jaxdl.engine.plots import plot_curves
 from jaxdl.engine.preemption import Preempted, Preemption
+from jaxdl.engine.run_facts import Throughput, describe_topology, topology
 from jaxdl.engine.setup import (
     Setup,
     adopt_structure,
@@ -36,27 +37,6 @@ from jaxdl.engine.setup import (
 from jaxdl.engine.workdir import SUMMARY_FILE, write_json
 
 __all__ = ["Setup", "Throughput", "setup", "train"]
-
-
-class Throughput:
-    """Steady-state steps/s: counts only stretches of pure training, after the first (compiling) step."""
-
-    def __init__(self, steps: int = 0, seconds: float = 0.0):
-        self.steps, self.seconds = steps, seconds
-        self._start: tuple[float, int] | None = None
-
-    def start(self, step: int) -> None:
-        self._start = (time.perf_counter(), step)
-
-    def stop(self, step: int) -> None:
-        if self._start is not None:
-            self.seconds += time.perf_counter() - self._start[0]
-            self.steps += step - self._start[1]
-            self._start = None
-
-    @property
-    def steps_per_second(self) -> float | None:
-        return self.steps / self.seconds if self.seconds > 0 else None
 
 
 def _new_loop_state() -> dict[str, Any]:
@@ -96,29 +76,11 @@ def _record_validation(
     return improved
 
 
-def topology(plan: Setup) -> dict[str, Any]:
-    """Where a run computes, as its checkpoints record it."""
-    return {
-        "devices": plan.mesh.size,
-        "processes": jax.process_count(),
-        "mesh": {axis: int(size) for axis, size in plan.mesh.shape.items()},
-        "mode": plan.config.mesh.get("mode", "jit"),
-    }
-
-
-def _layout(where: dict[str, Any]) -> str:
-    mesh = " ".join(f"{axis}={size}" for axis, size in where.get("mesh", {}).items())
-    return (
-        f"{where.get('devices', '?')} device(s) in {where.get('processes', '?')} process(es) "
-        f"(mesh {mesh or '?'}, {where.get('mode', 'jit')})"
-    )
-
-
 def _describe(plan: Setup, num_params: int, step: int) -> str:
     splits = ", ".join(f"{name}={len(src)}" for name, src in plan.dataset.splits.items())
     return (
         f"jaxdl: {plan.config.model.name} on {plan.dataset.name} ({splits}), "
-        f"{num_params:,} params, {jax.devices()[0].platform}: {_layout(topology(plan))}, "
+        f"{num_params:,} params, {jax.devices()[0].platform}: {describe_topology(topology(plan))}, "
         + (f"resuming at step {step}" if step else "starting")
     )
 
@@ -171,8 +133,8 @@ class _Run:
         now = self.checkpointer.topology
         if saved is not None and saved != now:
             tqdm.write(
-                f"jaxdl: checkpoint step {step} was written on {_layout(saved)}; continuing on "
-                f"{_layout(now)}. The data stream continues at the same global position."
+                f"jaxdl: checkpoint step {step} was written on {describe_topology(saved)}; continuing on "
+                f"{describe_topology(now)}. The data stream continues at the same global position."
             )
 
     def _compile(self) -> None:
