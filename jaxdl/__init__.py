@@ -3,4 +3,4 @@
 Layers point one way: models <- tasks <- engine <- CLI. See docs/architecture.md.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
