@@ -300,6 +300,10 @@ def cmd_list(args: argparse.Namespace, rest: list[str]) -> int:
     print(f"tasks:      {', '.join(tasks.TASK_NAMES)}")
     print(f"optimizers: {', '.join(config_lib.OPTIMIZERS)}")
     print(f"schedules:  {', '.join(config_lib.SCHEDULES)}")
+    print(
+        f"mesh:       axes {', '.join(config_lib.MESH_AXES)} (mesh.AXIS=N, one may be -1); "
+        f"modes {', '.join(config_lib.MESH_MODES)} (mesh.mode)"
+    )
     return 0
 
 
