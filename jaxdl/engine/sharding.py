@@ -19,10 +19,10 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxdl.config import MESH_AXES
 from jaxdl.errors import UserInputError
 
-DATA_AXIS, FSDP_AXIS, TENSOR_AXIS = "data", "fsdp", "tensor"
-MESH_AXES = (DATA_AXIS, FSDP_AXIS, TENSOR_AXIS)
+DATA_AXIS, FSDP_AXIS, TENSOR_AXIS = MESH_AXES  # ("data", "fsdp", "tensor"): config.mesh.*
 # Every array with a batch dimension is split over both: fsdp is data parallel for activations.
 BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 
