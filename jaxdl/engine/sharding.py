@@ -27,8 +27,8 @@ DATA_AXIS, FSDP_AXIS, TENSOR_AXIS = MESH_AXES  # ("data", "fsdp", "tensor"): con
 BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 
 # Logical axis name -> mesh axis (None: never split). Models may only use names listed here.
-LOGICAL_AXIS_RULES: dict[str, str | None] = {
-    "batch": BATCH_AXES,  # type: ignore[dict-item]
+LOGICAL_AXIS_RULES: dict[str, str | tuple[str, ...] | None] = {
+    "batch": BATCH_AXES,  # Activations only; parameters have no batch axis.
     "embed": FSDP_AXIS,  # Model width, and the flattened input features of an MLP.
     "mlp": TENSOR_AXIS,  # Hidden units of an MLP block: column split, then row split.
     "heads": TENSOR_AXIS,
