@@ -56,8 +56,14 @@ LAYOUTS = {
 
 # The MLP with dropout, the CNN with batch norm and dropout: both modes draw the same masks
 # and (synchronised) batch statistics as one device does.
-@pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn"])
+CASES = [
+    *[(name, layout) for name in ("digits_mlp", "digits_cnn") for layout in LAYOUTS],
+    # ResNet: batch norm in every block, and zero-padded (option A) shortcuts.
+    *[("digits_resnet", layout) for layout in ("data2_tensor4", "shard_map")],
+]
+
+
+@pytest.mark.parametrize(("name", "layout"), CASES)
 def test_every_layout_matches_one_device(name, layout):
     fields = {"data__batch_size": 64}
     if name == "digits_mlp":

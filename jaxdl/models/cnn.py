@@ -9,37 +9,12 @@ import jax.numpy as jnp
 
 from jaxdl.errors import UserInputError
 from jaxdl.models import layers
-from jaxdl.models.patch_conv import patch_conv
 
 GLOBAL_POOLS = ("avg", "max", "flatten")
 
 # conv 6@5x5 SAME keeps HxW, pool halves it, conv 16@5x5 VALID takes 4 off; 12 is the smallest
 # side for which the second pool still halves something (>= 2) instead of passing a 1 through.
 LENET5_MIN_SIDE = 12
-
-
-def conv(
-    features: int, kernel_size: Sequence[int], *, padding: str, use_bias: bool, dtype: Any
-) -> nn.Conv:
-    """Every convolution is built here, so its implementation is chosen in one place.
-
-    On CPU it is computed as patches @ kernel (patch_conv.py): 2-3x faster training steps for
-    the digits CNN than XLA's CPU convolution. Accelerators keep their own convolution. The
-    parameters are the same either way.
-    """
-    return nn.Conv(
-        features,
-        tuple(kernel_size),
-        padding=padding,
-        use_bias=use_bias,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        conv_general_dilated=patch_conv if jax.default_backend() == "cpu" else None,
-        kernel_init=layers.named(
-            nn.initializers.lecun_normal(), *[None] * len(kernel_size), "conv_in", "conv_out"
-        ),
-        bias_init=layers.named(nn.initializers.zeros_init(), "conv_out"),
-    )
 
 
 def _channels_last(x: jax.Array) -> jax.Array:
@@ -106,7 +81,7 @@ class CNN(nn.Module):
         kernel = (self.kernel_size,) * (x.ndim - 2)
         for features in self.conv_features:
             for _ in range(self.convs_per_stage):
-                x = conv(
+                x = layers.conv(
                     features,
                     kernel,
                     padding="SAME",
@@ -159,9 +134,9 @@ class LeNet5(nn.Module):
         del train  # No batch norm or dropout: the same function in both modes.
         _check_lenet5_input(x.shape)
         act = layers.activation(self.activation)
-        x = act(conv(6, (5, 5), padding="SAME", use_bias=True, dtype=self.dtype)(x))
+        x = act(layers.conv(6, (5, 5), padding="SAME", use_bias=True, dtype=self.dtype)(x))
         x = layers.pool(x, self.pooling)
-        x = act(conv(16, (5, 5), padding="VALID", use_bias=True, dtype=self.dtype)(x))
+        x = act(layers.conv(16, (5, 5), padding="VALID", use_bias=True, dtype=self.dtype)(x))
         x = layers.pool(x, self.pooling)
         x = x.reshape(x.shape[0], -1)
         x = act(layers.dense(120, ("embed", "mlp"), dtype=self.dtype)(x))

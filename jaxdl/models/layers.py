@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdl.errors import UserInputError, close_matches
+from jaxdl.models.patch_conv import patch_conv
 
 ACTIVATIONS: MappingProxyType[str, Callable[[jax.Array], jax.Array]] = MappingProxyType(
     {
@@ -113,8 +114,44 @@ def dense(features: int, names: tuple[str, str], *, use_bias: bool = True, dtype
     )
 
 
+def conv(
+    features: int,
+    kernel_size: Sequence[int],
+    *,
+    padding: Any,
+    use_bias: bool,
+    dtype: Any,
+    strides: int = 1,
+    zero_init: bool = False,
+) -> nn.Conv:
+    """Every convolution is built here, so its implementation is chosen in one place.
+
+    On CPU it is computed as patches @ kernel (patch_conv.py): 2-3x faster training steps for
+    the digits CNN than XLA's CPU convolution. Accelerators keep their own convolution. The
+    parameters are the same either way.
+    """
+    kernel_init = nn.initializers.zeros_init() if zero_init else nn.initializers.lecun_normal()
+    return nn.Conv(
+        features,
+        tuple(kernel_size),
+        strides=strides,
+        padding=padding,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        conv_general_dilated=patch_conv if jax.default_backend() == "cpu" else None,
+        kernel_init=named(kernel_init, *[None] * len(kernel_size), "conv_in", "conv_out"),
+        bias_init=named(nn.initializers.zeros_init(), "conv_out"),
+    )
+
+
 def batch_norm(
-    *, train: bool, dtype: Any, name: str = "norm", axis_name: Any = None
+    *,
+    train: bool,
+    dtype: Any,
+    name: str = "norm",
+    axis_name: Any = None,
+    zero_scale: bool = False,
 ) -> nn.BatchNorm:
     """Batch norm over the last axis, statistics in the 'batch_stats' collection.
 
@@ -129,7 +166,9 @@ def batch_norm(
         dtype=dtype,
         param_dtype=jnp.float32,
         axis_name=axis_name if train else None,
-        scale_init=named(nn.initializers.ones_init(), name),
+        scale_init=named(
+            nn.initializers.zeros_init() if zero_scale else nn.initializers.ones_init(), name
+        ),
         bias_init=named(nn.initializers.zeros_init(), name),
     )
 
