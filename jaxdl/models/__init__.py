@@ -13,9 +13,10 @@ from jaxdl.models.cnn import CNN, LeNet5
 from jaxdl.models.layers import resolve_dtype
 from jaxdl.models.mlp import MLP
 from jaxdl.models.resnet import ResNet
+from jaxdl.models.vit import VisionTransformer
 
 _FAMILIES: Mapping[str, type[nn.Module]] = MappingProxyType(
-    {"mlp": MLP, "cnn": CNN, "lenet5": LeNet5, "resnet": ResNet}
+    {"mlp": MLP, "cnn": CNN, "lenet5": LeNet5, "resnet": ResNet, "vit": VisionTransformer}
 )
 
 MODEL_NAMES: tuple[str, ...] = tuple(_FAMILIES)
@@ -23,7 +24,16 @@ MODEL_NAMES: tuple[str, ...] = tuple(_FAMILIES)
 # Set by build_model's caller (from the dataset) or by Flax itself, never by the model config.
 _NOT_CONFIGURABLE = ("num_classes", "batch_axis_name", "parent", "name")
 
-__all__ = ["CNN", "MLP", "MODEL_NAMES", "LeNet5", "ResNet", "build_model", "model_fields"]
+__all__ = [
+    "CNN",
+    "MLP",
+    "MODEL_NAMES",
+    "LeNet5",
+    "ResNet",
+    "VisionTransformer",
+    "build_model",
+    "model_fields",
+]
 
 
 def model_fields(name: str) -> tuple[str, ...]:

@@ -1,0 +1,182 @@
+"""The one Transformer block library: attention, MLP, norm and block, for ViT and the sequence
+models alike (encoder, decoder LM, encoder-decoder).
+
+Attention runs through `jax.nn.dot_product_attention` (`implementation=None` lets JAX choose;
+'cudnn' needs a GPU). Grouped-query attention shares each key/value head between
+num_heads // num_kv_heads query heads. Every parameter carries logical axis names ('embed',
+'heads', 'kv', 'mlp', 'norm'), so the mesh rules of engine/sharding.py split them (Megatron:
+heads and MLP units over 'tensor'). Attention weights are computed explicitly only when asked
+for, by applying with `mutable=['intermediates']`: they are sown as 'attention_weights'.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdl.models import layers
+
+NORMS = ("layernorm", "rmsnorm")
+MLP_KINDS = ("gelu", "swiglu")
+
+
+def make_norm(kind: str, dtype: Any) -> nn.Module:
+    """LayerNorm or RMSNorm over the last axis, statistics in float32."""
+    scale = layers.named(nn.initializers.ones_init(), "norm")
+    if kind == "rmsnorm":
+        return nn.RMSNorm(dtype=dtype, param_dtype=jnp.float32, scale_init=scale)
+    bias = layers.named(nn.initializers.zeros_init(), "norm")
+    return nn.LayerNorm(dtype=dtype, param_dtype=jnp.float32, scale_init=scale, bias_init=bias)
+
+
+def _projection(features: tuple[int, ...], axis: Any, names: tuple, dtype: Any) -> nn.Module:
+    return nn.DenseGeneral(
+        features,
+        axis=axis,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=layers.named(nn.initializers.lecun_normal(), *names),
+        bias_init=layers.named(nn.initializers.zeros_init(), *names[-len(features) :]),
+    )
+
+
+class MultiHeadAttention(nn.Module):
+    """Self- or cross-attention. `mask` is a boolean (B, 1 or heads, Q, K) array, True = attend."""
+
+    num_heads: int
+    num_kv_heads: int = 0  # 0: as many as num_heads (plain multi-head attention).
+    dropout_rate: float = 0.0  # On the attention output (the fused kernel has no weight dropout).
+    implementation: str | None = None
+    dtype: Any = jnp.float32
+    batch_axis_name: Any = None  # Set in shard_map mode: dropout masks as for the whole batch.
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        context: jax.Array | None = None,
+        *,
+        mask: jax.Array | None = None,
+        causal: bool = False,
+        train: bool,
+    ) -> jax.Array:
+        context = x if context is None else context
+        width = x.shape[-1]
+        head_dim = width // self.num_heads
+        kv_heads = self.num_kv_heads or self.num_heads
+        query = _projection((self.num_heads, head_dim), -1, ("embed", "heads", "kv"), self.dtype)
+        key = _projection((kv_heads, head_dim), -1, ("embed", "heads", "kv"), self.dtype)
+        value = _projection((kv_heads, head_dim), -1, ("embed", "heads", "kv"), self.dtype)
+        q, k, v = query(x), key(context), value(context)
+        if self.is_mutable_collection("intermediates"):
+            self.sow("intermediates", "attention_weights", _weights(q, k, mask, causal))
+        out = jax.nn.dot_product_attention(
+            q, k, v, mask=mask, is_causal=causal, implementation=self.implementation
+        )
+        out = layers.Dropout(self.dropout_rate, self.batch_axis_name)(out, deterministic=not train)
+        project = _projection((width,), (-2, -1), ("heads", "kv", "embed"), self.dtype)
+        return project(out)
+
+
+def _weights(q: jax.Array, k: jax.Array, mask: jax.Array | None, causal: bool) -> jax.Array:
+    """(B, heads, Q, K) softmax weights, as dot_product_attention computes them."""
+    repeat = q.shape[-2] // k.shape[-2]
+    k = jnp.repeat(k, repeat, axis=-2)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1])
+    if causal:
+        keep = jnp.tril(jnp.ones(logits.shape[-2:], bool))
+        mask = keep if mask is None else mask & keep
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    return jax.nn.softmax(logits, axis=-1)
+
+
+class MlpBlock(nn.Module):
+    """width -> mlp_dim -> width, with GELU (tanh approximation) or SwiGLU."""
+
+    mlp_dim: int
+    kind: str = "gelu"
+    dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
+    batch_axis_name: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        width = x.shape[-1]
+        hidden = layers.dense(self.mlp_dim, ("embed", "mlp"), dtype=self.dtype)(x)
+        if self.kind == "swiglu":
+            gate = layers.dense(self.mlp_dim, ("embed", "mlp"), dtype=self.dtype)(x)
+            hidden = nn.silu(gate) * hidden
+        else:
+            hidden = nn.gelu(hidden)
+        dropout = layers.Dropout(self.dropout_rate, self.batch_axis_name)
+        hidden = dropout(hidden, deterministic=not train)
+        return layers.dense(width, ("mlp", "embed"), dtype=self.dtype)(hidden)
+
+
+class TransformerBlock(nn.Module):
+    """Attention then MLP, each residual, normalised before (pre_norm) or after its sublayer."""
+
+    num_heads: int
+    mlp_dim: int
+    num_kv_heads: int = 0
+    pre_norm: bool = True
+    norm: str = "layernorm"
+    mlp: str = "gelu"
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    implementation: str | None = None
+    dtype: Any = jnp.float32
+    batch_axis_name: Any = None
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        mask: jax.Array | None = None,
+        causal: bool = False,
+        train: bool = False,
+    ) -> jax.Array:
+        attention = MultiHeadAttention(
+            self.num_heads,
+            self.num_kv_heads,
+            self.attention_dropout_rate,
+            self.implementation,
+            self.dtype,
+            self.batch_axis_name,
+        )
+        mlp = MlpBlock(self.mlp_dim, self.mlp, self.dropout_rate, self.dtype, self.batch_axis_name)
+        for sublayer in (
+            lambda y: attention(y, mask=mask, causal=causal, train=train),
+            lambda y: mlp(y, train=train),
+        ):
+            normalise = make_norm(self.norm, self.dtype)
+            y = sublayer(normalise(x) if self.pre_norm else x)
+            dropout = layers.Dropout(self.dropout_rate, self.batch_axis_name)
+            x = x + dropout(y, deterministic=not train)
+            x = x if self.pre_norm else normalise(x)
+        return x
+
+
+class Encoder(nn.Module):
+    """`num_layers` blocks, then a final norm (pre-norm only). `remat` recomputes each block's
+    activations in the backward pass instead of holding them (less memory, more compute)."""
+
+    num_layers: int
+    block: dict  # TransformerBlock's fields.
+    remat: bool = False
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, *, mask: jax.Array | None = None, causal: bool = False, train: bool
+    ) -> jax.Array:
+        # Arguments 3 and 4 (counting self): causal and train are Python values, not arrays.
+        block_type = (
+            nn.remat(TransformerBlock, static_argnums=(3, 4)) if self.remat else TransformerBlock
+        )
+        for index in range(self.num_layers):
+            x = block_type(**self.block, name=f"block_{index}")(x, mask, causal, train)
+        if self.block.get("pre_norm", True):
+            x = make_norm(self.block.get("norm", "layernorm"), self.block.get("dtype"))(x)
+        return x
