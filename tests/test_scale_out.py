@@ -4,6 +4,7 @@ on the 8 virtual CPU devices: each against the same run on one device."""
 import functools
 
 import chex
+import flax
 import jax
 import numpy as np
 import pytest
@@ -60,6 +61,8 @@ CASES = [
     *[(name, layout) for name in ("digits_mlp", "digits_cnn") for layout in LAYOUTS],
     # ResNet: batch norm in every block, and zero-padded (option A) shortcuts.
     *[("digits_resnet", layout) for layout in ("data2_tensor4", "shard_map")],
+    # ViT: attention heads and MLP units over tensor; dropout inside the blocks per device.
+    *[("digits_vit", layout) for layout in ("data2_tensor4", "shard_map")],
 ]
 
 
@@ -77,8 +80,19 @@ def test_every_layout_matches_one_device(name, layout):
     if layout in ("fsdp8", "data4_fsdp2") and name == "digits_mlp":
         assert any("fsdp" in spec for spec in specs)
     # Sums over devices add in another order: equal to rounding, not bit for bit.
-    chex.assert_trees_all_close(params, expected_params, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(
+        _without_key_biases(params), _without_key_biases(expected_params), rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
+
+
+def _without_key_biases(params):
+    """Attention key biases dropped: softmax ignores a shift shared by all keys, so their
+    gradient is zero in exact arithmetic, and Adam turns its rounding noise into steps as large
+    as the learning rate, differently for every summation order."""
+    flat = flax.traverse_util.flatten_dict(params, sep="/")
+    keys = [k for k in flat if "MultiHeadAttention" in k and "DenseGeneral_1/bias" in k]
+    return {k: v for k, v in flat.items() if k not in keys}
 
 
 @pytest.mark.parametrize("mode", ["jit", "shard_map"])
