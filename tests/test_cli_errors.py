@@ -105,8 +105,8 @@ def write_npz_files(data_dir: Path) -> dict[str, Path]:
 
 SETUP_ERRORS = {
     "unknown_model": (
-        ["--config.model.name=resnet"],
-        ["unknown model 'resnet'", "Registered models: cnn, lenet5, mlp"],
+        ["--config.model.name=resnt"],
+        ["unknown model 'resnt'", "Did you mean: resnet", "Registered models: cnn, lenet5, mlp"],
     ),
     "unknown_dataset": (
         ["--config.data.name=imagenet"],
