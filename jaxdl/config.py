@@ -1,27 +1,30 @@
-"""The base config every experiment extends, and the checks run on a resolved config.
+"""The base config every experiment extends; the checks on a resolved config are in config_checks.py.
 
 Experiments in `experiments/` call `base_config()` and override fields; the CLI applies
 `--config.x=y` overrides on top. `validate` runs before anything touches the workdir.
 """
 
-import math
 from typing import Any
 
 import ml_collections
 
+from jaxdl.config_checks import (  # noqa: F401  (re-exported: the config's vocabulary)
+    MESH_AXES,
+    MESH_MODES,
+    MESH_STRATEGIES,
+    OPTIMIZERS,
+    SCHEDULES,
+    validate,
+)
 from jaxdl.errors import UserInputError
-
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
-SCHEDULES = ("constant", "warmup_cosine", "step")
-MESH_STRATEGIES = ("data_parallel", "fsdp")
-MESH_MODES = ("jit", "shard_map")
-MESH_AXES = ("data", "fsdp", "tensor")
 
 
 def base_config() -> ml_collections.ConfigDict:
     """Fields shared by all experiments. Family-specific model fields are added by each experiment."""
     config = ml_collections.ConfigDict()
     config.seed = 0
+    # Start from another run's parameters: 'WORKDIR' (its best checkpoint) or 'WORKDIR:STEP'.
+    config.init_from = ""
 
     config.task = ml_collections.ConfigDict({"name": "classification", "label_smoothing": 0.0})
 
@@ -37,6 +40,21 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.worker_count = 0  # Grain worker processes, for streamed datasets only.
     config.data.augment = ()  # Train-time augmentations, run on the device: 'shift', 'flip'.
     config.data.max_shift = 1  # Pixels, for 'shift'.
+    # More augmentations (data/augment.py): 'crop', 'resized_crop', 'color_jitter', 'mixup',
+    # 'cutmix', 'randaugment'. Their settings:
+    config.data.crop_padding = 4  # 'crop': zero padding each side before the random crop.
+    config.data.resized_crop_scale = (0.08, 1.0)  # 'resized_crop': area fraction range.
+    config.data.resized_crop_ratio = (0.75, 1.3333333333333333)  # ... and aspect-ratio range.
+    config.data.color_jitter = 0.4  # Brightness, contrast and saturation strength (RGB).
+    config.data.mixup_alpha = 0.8  # Beta(alpha, alpha) mixing weight for 'mixup'.
+    config.data.cutmix_alpha = 1.0  # Beta(alpha, alpha) kept-area fraction for 'cutmix'.
+    config.data.randaugment_ops = 2  # Operations applied per image.
+    config.data.randaugment_magnitude = 9  # 0..30, as in the RandAugment paper.
+    # Subsets (for transfer learning): only these labels, renumbered 0..k-1 in this order
+    # (() keeps all), and at most this many train examples per class (0 keeps all).
+    config.data.classes = ()
+    config.data.train_examples_per_class = 0
+    config.data.image_size = 0  # Side images are resized to by datasets of mixed sizes (0: native).
 
     # Each experiment adds its family's fields; dtype is the compute dtype (params stay float32).
     config.model = ml_collections.ConfigDict({"name": "mlp", "dtype": "float32"})
@@ -51,6 +69,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.weight_decay = 0.0
     config.optimizer.decay_all_params = False  # False: biases and norm scales are not decayed.
     config.optimizer.grad_clip_norm = 0.0  # 0 disables clipping.
+    # Parameter groups (jaxdl/optim.py): 'head' (the layers that output the classes),
+    # 'backbone' (all others), or a regular expression over paths such as 'encoder/block_0/.*'.
+    config.optimizer.frozen = ()  # Groups left unchanged by training, e.g. ('backbone',).
+    config.optimizer.lr_multipliers = ()  # 'GROUP=FACTOR' entries, e.g. ('backbone=0.1',).
 
     config.schedule = ml_collections.ConfigDict()
     config.schedule.name = "warmup_cosine"
@@ -151,6 +173,22 @@ ADDED_FIELDS = {
         "train.loss_scale_init",
         "train.loss_scale_growth_interval",
     ),
+    "0.4.0": (
+        "init_from",
+        "data.crop_padding",
+        "data.resized_crop_scale",
+        "data.resized_crop_ratio",
+        "data.color_jitter",
+        "data.mixup_alpha",
+        "data.cutmix_alpha",
+        "data.randaugment_ops",
+        "data.randaugment_magnitude",
+        "data.classes",
+        "data.train_examples_per_class",
+        "data.image_size",
+        "optimizer.frozen",
+        "optimizer.lr_multipliers",
+    ),
 }
 
 
@@ -188,76 +226,6 @@ def diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _require(condition: bool, field: str, message: str) -> None:
-    if not condition:
-        raise UserInputError(f"config.{field}: {message}")
-
-
-def _get(config: ml_collections.ConfigDict, field: str) -> Any:
-    value = config
-    for part in field.split("."):
-        value = value[part]
-    return value
-
-
-def _check_choice(config: ml_collections.ConfigDict, field: str, choices: tuple[str, ...]) -> None:
-    value = _get(config, field)
-    _require(value in choices, field, f"got {value!r}; choose one of {', '.join(choices)}.")
-
-
-# Float fields that must be finite: inf passes range checks such as `> 0`, and nan in an optimizer
-# hyperparameter trains without an error, turning every parameter into nan.
-FINITE_FIELDS = (
-    "optimizer.learning_rate",
-    "optimizer.weight_decay",
-    "optimizer.grad_clip_norm",
-    "optimizer.eps",
-    "optimizer.b1",
-    "optimizer.b2",
-    "optimizer.momentum",
-    "data.validation_fraction",
-    "schedule.end_factor",
-    "schedule.decay_factor",
-)
-
-
-def _check_finite(config: ml_collections.ConfigDict, field: str) -> None:
-    value = _get(config, field)
-    finite = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    _require(finite, field, f"got {value!r}; it must be a finite number.")
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Checks the fields the engine owns; models, data and tasks check their own on construction."""
-    for field in FINITE_FIELDS:
-        _check_finite(config, field)
-    _check_choice(config, "optimizer.name", OPTIMIZERS)
-    _check_choice(config, "schedule.name", SCHEDULES)
-    _check_choice(config, "mesh.strategy", MESH_STRATEGIES)
-    _check_choice(config, "train.monitor_mode", ("max", "min"))
-    _require(config.optimizer.learning_rate > 0, "optimizer.learning_rate", "must be > 0.")
-    _require(config.optimizer.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0.")
-    _require(config.optimizer.grad_clip_norm >= 0, "optimizer.grad_clip_norm", "must be >= 0.")
-    for field in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
-        value = config.train[field]
-        _require(value > 0, f"train.{field}", f"got {value!r}; it must be a positive integer.")
-    _require(config.train.patience >= 0, "train.patience", "must be >= 0 (0 disables it).")
-    _require(config.data.batch_size > 0, "data.batch_size", "must be a positive integer.")
-    _require(config.data.eval_batch_size > 0, "data.eval_batch_size", "must be a positive integer.")
-    _require(
-        0 <= config.schedule.warmup_steps < config.train.num_steps,
-        "schedule.warmup_steps",
-        "must be >= 0 and smaller than train.num_steps.",
-    )
-    _require(
-        all(0 < b < 1 for b in config.schedule.boundaries),
-        "schedule.boundaries",
-        "must be fractions of train.num_steps strictly between 0 and 1.",
-    )
-    validate_reliability(config)
-    validate_scale_out(config)
-
-
 def make_quick(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A smoke-run variant of an experiment: a few dozen steps, every code path exercised."""
     config.schedule.warmup_steps = min(config.schedule.warmup_steps, 5)
@@ -292,77 +260,6 @@ def scale_learning_rates(
     visit(scaled)
     scaled.lock()
     return scaled
-
-
-NONFINITE_POLICIES = ("rollback", "skip", "stop", "off")
-
-
-def validate_reliability(config: ml_collections.ConfigDict) -> None:
-    """The checkpoint-interval and non-finite fields (train.*), and debug_nans."""
-    train = config.train
-    _check_choice(config, "train.nonfinite", NONFINITE_POLICIES)
-    minutes = train.checkpoint_every_minutes
-    _require(
-        math.isfinite(minutes) and minutes >= 0,
-        "train.checkpoint_every_minutes",
-        "must be a finite number >= 0 (0 turns it off).",
-    )
-    _require(
-        train.nonfinite_patience > 0, "train.nonfinite_patience", "must be a positive integer."
-    )
-    factor = train.nonfinite_lr_factor
-    _require(
-        math.isfinite(factor) and 0 < factor < 1,
-        "train.nonfinite_lr_factor",
-        "must be strictly between 0 and 1.",
-    )
-    _require(train.nonfinite_max_rollbacks >= 0, "train.nonfinite_max_rollbacks", "must be >= 0.")
-
-
-def validate_scale_out(config: ml_collections.ConfigDict) -> None:
-    """The mesh fields, gradient accumulation and loss scaling (the device count is checked
-    where the mesh is built, engine/sharding.py)."""
-    mesh = config.mesh
-    _check_choice(config, "mesh.mode", MESH_MODES)
-    _require(mesh.num_devices >= 0, "mesh.num_devices", "must be >= 0 (0 uses all).")
-    for axis in MESH_AXES:
-        size = mesh[axis]
-        _require(
-            isinstance(size, int) and (size >= 1 or size == -1),
-            f"mesh.{axis}",
-            f"got {size!r}; it must be a positive integer or -1 (the remaining devices).",
-        )
-    rest = [axis for axis in MESH_AXES if mesh[axis] == -1]
-    _require(
-        len(rest) <= 1,
-        f"mesh.{rest[-1] if rest else 'data'}",
-        f"only one axis may be -1; got -1 for {', '.join(rest)}.",
-    )
-    if mesh.strategy == "fsdp":
-        _require(
-            (mesh.data, mesh.fsdp, mesh.tensor) == (-1, 1, 1),
-            "mesh.strategy",
-            "'fsdp' is the pre-0.3 spelling of mesh.data=1 mesh.fsdp=-1; drop mesh.strategy "
-            "when setting mesh.data/fsdp/tensor.",
-        )
-    accum = config.train.grad_accum_steps
-    _require(
-        isinstance(accum, int) and accum >= 1,
-        "train.grad_accum_steps",
-        f"got {accum!r}; it must be a positive integer (1 = no accumulation).",
-    )
-    scale = config.train.loss_scale_init
-    _require(
-        isinstance(scale, int | float) and math.isfinite(scale) and scale >= 1,
-        "train.loss_scale_init",
-        f"got {scale!r}; it must be a finite number >= 1.",
-    )
-    interval = config.train.loss_scale_growth_interval
-    _require(
-        isinstance(interval, int) and interval >= 1,
-        "train.loss_scale_growth_interval",
-        f"got {interval!r}; it must be a positive integer.",
-    )
 
 
 def mesh_axis_sizes(config: ml_collections.ConfigDict) -> dict[str, int]:

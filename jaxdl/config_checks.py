@@ -1,0 +1,158 @@
+"""The checks run on a resolved config before anything touches the workdir (`validate`).
+
+Models, data and tasks check their own fields where they are built; these are the engine's.
+"""
+
+import math
+from typing import Any
+
+import ml_collections
+
+from jaxdl.errors import UserInputError
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+SCHEDULES = ("constant", "warmup_cosine", "step")
+MESH_STRATEGIES = ("data_parallel", "fsdp")
+MESH_MODES = ("jit", "shard_map")
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def _require(condition: bool, field: str, message: str) -> None:
+    if not condition:
+        raise UserInputError(f"config.{field}: {message}")
+
+
+def _get(config: ml_collections.ConfigDict, field: str) -> Any:
+    value = config
+    for part in field.split("."):
+        value = value[part]
+    return value
+
+
+def _check_choice(config: ml_collections.ConfigDict, field: str, choices: tuple[str, ...]) -> None:
+    value = _get(config, field)
+    _require(value in choices, field, f"got {value!r}; choose one of {', '.join(choices)}.")
+
+
+# Float fields that must be finite: inf passes range checks such as `> 0`, and nan in an optimizer
+# hyperparameter trains without an error, turning every parameter into nan.
+FINITE_FIELDS = (
+    "optimizer.learning_rate",
+    "optimizer.weight_decay",
+    "optimizer.grad_clip_norm",
+    "optimizer.eps",
+    "optimizer.b1",
+    "optimizer.b2",
+    "optimizer.momentum",
+    "data.validation_fraction",
+    "schedule.end_factor",
+    "schedule.decay_factor",
+)
+
+
+def _check_finite(config: ml_collections.ConfigDict, field: str) -> None:
+    value = _get(config, field)
+    finite = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    _require(finite, field, f"got {value!r}; it must be a finite number.")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks the fields the engine owns; models, data and tasks check their own on construction."""
+    for field in FINITE_FIELDS:
+        _check_finite(config, field)
+    _check_choice(config, "optimizer.name", OPTIMIZERS)
+    _check_choice(config, "schedule.name", SCHEDULES)
+    _check_choice(config, "mesh.strategy", MESH_STRATEGIES)
+    _check_choice(config, "train.monitor_mode", ("max", "min"))
+    _require(config.optimizer.learning_rate > 0, "optimizer.learning_rate", "must be > 0.")
+    _require(config.optimizer.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0.")
+    _require(config.optimizer.grad_clip_norm >= 0, "optimizer.grad_clip_norm", "must be >= 0.")
+    for field in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+        value = config.train[field]
+        _require(value > 0, f"train.{field}", f"got {value!r}; it must be a positive integer.")
+    _require(config.train.patience >= 0, "train.patience", "must be >= 0 (0 disables it).")
+    _require(config.data.batch_size > 0, "data.batch_size", "must be a positive integer.")
+    _require(config.data.eval_batch_size > 0, "data.eval_batch_size", "must be a positive integer.")
+    _require(
+        0 <= config.schedule.warmup_steps < config.train.num_steps,
+        "schedule.warmup_steps",
+        "must be >= 0 and smaller than train.num_steps.",
+    )
+    _require(
+        all(0 < b < 1 for b in config.schedule.boundaries),
+        "schedule.boundaries",
+        "must be fractions of train.num_steps strictly between 0 and 1.",
+    )
+    validate_reliability(config)
+    validate_scale_out(config)
+
+
+NONFINITE_POLICIES = ("rollback", "skip", "stop", "off")
+
+
+def validate_reliability(config: ml_collections.ConfigDict) -> None:
+    """The checkpoint-interval and non-finite fields (train.*), and debug_nans."""
+    train = config.train
+    _check_choice(config, "train.nonfinite", NONFINITE_POLICIES)
+    minutes = train.checkpoint_every_minutes
+    _require(
+        math.isfinite(minutes) and minutes >= 0,
+        "train.checkpoint_every_minutes",
+        "must be a finite number >= 0 (0 turns it off).",
+    )
+    _require(
+        train.nonfinite_patience > 0, "train.nonfinite_patience", "must be a positive integer."
+    )
+    factor = train.nonfinite_lr_factor
+    _require(
+        math.isfinite(factor) and 0 < factor < 1,
+        "train.nonfinite_lr_factor",
+        "must be strictly between 0 and 1.",
+    )
+    _require(train.nonfinite_max_rollbacks >= 0, "train.nonfinite_max_rollbacks", "must be >= 0.")
+
+
+def validate_scale_out(config: ml_collections.ConfigDict) -> None:
+    """The mesh fields, gradient accumulation and loss scaling (the device count is checked
+    where the mesh is built, engine/sharding.py)."""
+    mesh = config.mesh
+    _check_choice(config, "mesh.mode", MESH_MODES)
+    _require(mesh.num_devices >= 0, "mesh.num_devices", "must be >= 0 (0 uses all).")
+    for axis in MESH_AXES:
+        size = mesh[axis]
+        _require(
+            isinstance(size, int) and (size >= 1 or size == -1),
+            f"mesh.{axis}",
+            f"got {size!r}; it must be a positive integer or -1 (the remaining devices).",
+        )
+    rest = [axis for axis in MESH_AXES if mesh[axis] == -1]
+    _require(
+        len(rest) <= 1,
+        f"mesh.{rest[-1] if rest else 'data'}",
+        f"only one axis may be -1; got -1 for {', '.join(rest)}.",
+    )
+    if mesh.strategy == "fsdp":
+        _require(
+            (mesh.data, mesh.fsdp, mesh.tensor) == (-1, 1, 1),
+            "mesh.strategy",
+            "'fsdp' is the pre-0.3 spelling of mesh.data=1 mesh.fsdp=-1; drop mesh.strategy "
+            "when setting mesh.data/fsdp/tensor.",
+        )
+    accum = config.train.grad_accum_steps
+    _require(
+        isinstance(accum, int) and accum >= 1,
+        "train.grad_accum_steps",
+        f"got {accum!r}; it must be a positive integer (1 = no accumulation).",
+    )
+    scale = config.train.loss_scale_init
+    _require(
+        isinstance(scale, int | float) and math.isfinite(scale) and scale >= 1,
+        "train.loss_scale_init",
+        f"got {scale!r}; it must be a finite number >= 1.",
+    )
+    interval = config.train.loss_scale_growth_interval
+    _require(
+        isinstance(interval, int) and interval >= 1,
+        "train.loss_scale_growth_interval",
+        f"got {interval!r}; it must be a positive integer.",
+    )
