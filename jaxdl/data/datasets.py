@@ -6,6 +6,8 @@ from collections.abc import Callable
 from ml_collections import ConfigDict
 
 from jaxdl.data.arrays import in_memory
+from jaxdl.data.imagenet import NAME as IMAGENET
+from jaxdl.data.imagenet import load_imagenet
 from jaxdl.data.npz_source import NPZ_PREFIX, load_npz
 from jaxdl.data.spec import DatasetSpec
 from jaxdl.data.tfds_sources import TFDS_IMAGE_DATASETS, load_digits, load_tfds_images
@@ -15,7 +17,10 @@ from jaxdl.errors import UserInputError, unknown_name_error
 _LOADERS: dict[str, Callable[..., DatasetSpec]] = {
     "digits": load_digits,
     **{name: functools.partial(load_tfds_images, name) for name in TFDS_IMAGE_DATASETS},
+    IMAGENET: load_imagenet,
 }
+# Datasets whose images come in mixed sizes and are resized to data.image_size.
+_RESIZED = (IMAGENET,)
 DATASET_NAMES: tuple[str, ...] = tuple(_LOADERS)
 
 
@@ -40,8 +45,17 @@ def _load_records(config: ConfigDict) -> DatasetSpec:
         return load_npz(name, validation_fraction=validation_fraction, input_kind=input_kind)
     if name not in _LOADERS:
         raise unknown_name_error("dataset", name, [*DATASET_NAMES, f"{NPZ_PREFIX}<path>"])
-    return _LOADERS[name](
+    image_size = config.get("image_size", 0)
+    sized = {"image_size": image_size} if name in _RESIZED else {}
+    spec = _LOADERS[name](
         data_dir=config.get("data_dir", ""),
         validation_fraction=validation_fraction,
         input_kind=input_kind,
+        **sized,
     )
+    if image_size and not sized and spec.input_shape[0] != image_size:
+        raise UserInputError(
+            f"data.image_size={image_size}: dataset {name!r} has {spec.input_shape[0]}-pixel "
+            f"images and is not resized (only {', '.join(_RESIZED)} are); set it to 0."
+        )
+    return spec

@@ -46,7 +46,7 @@ def load_digits(*, data_dir: str, validation_fraction: float, input_kind: str) -
             f"{': ' + str(error.filename) if error.filename else ''}); make it writable or set "
             "data.data_dir to a writable folder."
         ) from error
-    splits = _open_prepared(digits_builder.BUILDER_NAME, SPLIT_NAMES, data_dir)
+    splits = open_prepared(digits_builder.BUILDER_NAME, SPLIT_NAMES, data_dir)
     return _image_spec("digits", splits, digits_builder.MAX_PIXEL, input_kind)
 
 
@@ -55,7 +55,7 @@ def load_tfds_images(
 ) -> DatasetSpec:
     """mnist / fashion_mnist / cifar10 from an already prepared data_dir; never downloads."""
     data_dir = checked_data_dir(data_dir, name, creates=False)
-    splits = _open_prepared(name, ("train", "test"), data_dir)
+    splits = open_prepared(name, ("train", "test"), data_dir)
     train, validation = split_off_validation(
         splits["train"], validation_fraction, what=f"dataset {name!r}"
     )
@@ -69,7 +69,7 @@ def checked_data_dir(data_dir: str, name: str, *, creates: bool) -> str:
     TFDS would otherwise fail deep inside with a traceback (a file given as the dir), or quietly
     create a whole tree for a typo. `creates`: the loader prepares the dataset into the dir, so it
     may be absent as long as its parent exists. A missing dir to read from is left to
-    _open_prepared, which explains it (tfds.testing.mock_data needs no dir at all).
+    open_prepared, which explains it (tfds.testing.mock_data needs no dir at all).
     """
     if not data_dir:
         return ""
@@ -107,7 +107,7 @@ def _image_spec(
     )
 
 
-def _open_prepared(name: str, splits: Sequence[str], data_dir: str) -> dict[str, RecordSource]:
+def open_prepared(name: str, splits: Sequence[str], data_dir: str) -> dict[str, RecordSource]:
     try:
         with _tfds_warnings_off():
             return tfds.data_source(
