@@ -285,6 +285,19 @@ def cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def cmd_attention(args: argparse.Namespace, rest: list[str]) -> int:
+    from jaxdl.engine import attention_maps
+
+    if rest:
+        raise UserInputError(f"jaxdl attention takes no config overrides; got {' '.join(rest)}.")
+    _quiet_logs()
+    out = attention_maps.write_attention_maps(
+        Path(args.workdir), args.checkpoint, args.images, Path(args.out) if args.out else None
+    )
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace, rest: list[str]) -> int:
     from jaxdl import data, models, tasks
 
@@ -332,6 +345,15 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"))
     evaluate.add_argument("--verbose", action="store_true", help=verbose_help)
     evaluate.set_defaults(handler=cmd_eval)
+    attention = sub.add_parser(
+        "attention", help="write a PNG of a Transformer's attention maps for test images"
+    )
+    attention.add_argument("--workdir", required=True)
+    attention.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
+    attention.add_argument("--images", type=int, default=6, help="how many test images")
+    attention.add_argument("--out", help="PNG file to write (default WORKDIR/attention_maps.png)")
+    attention.add_argument("--verbose", action="store_true", help=verbose_help)
+    attention.set_defaults(handler=cmd_attention)
     listing = sub.add_parser("list", help="list experiments, models, datasets and options")
     listing.set_defaults(handler=cmd_list)
     return parser

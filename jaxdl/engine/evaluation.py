@@ -2,6 +2,7 @@
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from jaxdl import config as config_lib
 from jaxdl.engine import loop, steps, workdir
@@ -14,10 +15,18 @@ def _report(line: str) -> None:
 
 
 def evaluate_workdir(run_dir: Path, which: str, split: str) -> dict:
-    """Metrics of checkpoint `which` ('best', 'latest' or a step) on `split`.
+    """Metrics of checkpoint `which` ('best', 'latest' or a step) on `split`."""
+    plan, step, state = restore_checkpoint(run_dir, which)
+    metrics = steps.make_eval_fn(plan)(state, split)
+    return {"step": step, "split": split, **metrics}
+
+
+def restore_checkpoint(run_dir: Path, which: str) -> tuple[loop.Setup, int, Any]:
+    """(plan, step, state) of checkpoint `which` ('best', 'latest' or a step) of a workdir,
+    laid out over the devices here.
 
     An unreadable checkpoint is reported and the newest readable one below it is used instead;
-    unlike `jaxdl train`, eval leaves it where it is (the next train run moves it aside).
+    unlike `jaxdl train`, this leaves it where it is (the next train run moves it aside).
     """
     config = config_lib.with_default_layout(workdir.load_config(run_dir))
     plan = loop.setup(config)
@@ -51,9 +60,8 @@ def evaluate_workdir(run_dir: Path, which: str, split: str) -> dict:
             except Exception as error:
                 _report(
                     f"jaxdl: the best checkpoint (step {best}) cannot be read "
-                    f"({type(error).__name__}); evaluating step {step} instead"
+                    f"({type(error).__name__}); using step {step} instead"
                 )
-        metrics = steps.make_eval_fn(plan)(state, split)
     finally:
         checkpointer.close()
-    return {"step": step, "split": split, **metrics}
+    return plan, step, state
