@@ -10,6 +10,7 @@ from jaxdl.data.imagenet import NAME as IMAGENET
 from jaxdl.data.imagenet import load_imagenet
 from jaxdl.data.npz_source import NPZ_PREFIX, load_npz
 from jaxdl.data.spec import DatasetSpec
+from jaxdl.data.subset import apply_subset
 from jaxdl.data.tfds_sources import TFDS_IMAGE_DATASETS, load_digits, load_tfds_images
 from jaxdl.errors import UserInputError, unknown_name_error
 
@@ -30,9 +31,9 @@ def load_dataset(config: ConfigDict) -> DatasetSpec:
     Reads name, data_dir ('' = the TFDS default), validation_fraction (used only when the
     dataset has no validation split), input_kind, and pipeline ('auto', 'memory' or 'stream':
     whether the splits are decoded into memory once, see arrays.py); other fields are for the
-    pipeline.
+    pipeline. classes and train_examples_per_class pick a subset of it (subset.py).
     """
-    return in_memory(_load_records(config), config.get("pipeline", "auto"))
+    return in_memory(apply_subset(_load_records(config), config), config.get("pipeline", "auto"))
 
 
 def _load_records(config: ConfigDict) -> DatasetSpec:
