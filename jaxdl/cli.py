@@ -222,7 +222,7 @@ def _start_processes(args: argparse.Namespace, preemption: Preemption) -> None:
 
 
 def _train(args: argparse.Namespace, rest: list[str], preemption: Preemption) -> int:
-    from jaxdl.engine import loop, workdir
+    from jaxdl.engine import init_from, loop, workdir
     from jaxdl.engine.faults import FaultPlan
 
     config = parse_config(args.config, rest)
@@ -250,6 +250,7 @@ def _train(args: argparse.Namespace, rest: list[str], preemption: Preemption) ->
 
     plan = loop.setup(config)
     if state is workdir.WorkdirState.NEW:
+        init_from.check(plan, run_dir)  # The source run, before the workdir is written to.
         # With several processes (sharing the workdir) process 0 prepares it, the others wait.
 
         if jax.process_index() == 0:

@@ -19,7 +19,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from jaxdl.engine import nonfinite, steps
+from jaxdl.engine import init_from, nonfinite, steps
 from jaxdl.engine.checkpoints import Checkpointer
 from jaxdl.engine.faults import FaultPlan
 from jaxdl.engine.fingerprint import count_params, tree_fingerprint
@@ -27,13 +27,7 @@ from jaxdl.engine.metrics_log import MetricsLog, format_metrics
 from jaxdl.engine.plots import plot_curves
 from jaxdl.engine.preemption import Preempted, Preemption
 from jaxdl.engine.run_facts import Throughput, describe_topology, topology
-from jaxdl.engine.setup import (
-    Setup,
-    adopt_structure,
-    init_state,
-    setup,
-    with_learning_rate_scale,
-)
+from jaxdl.engine.setup import Setup, adopt_structure, setup, with_learning_rate_scale
 from jaxdl.engine.workdir import SUMMARY_FILE, write_json
 
 __all__ = ["Setup", "Throughput", "setup", "train"]
@@ -117,7 +111,8 @@ class _Run:
             plan.abstract_state, self.feed, tqdm.write
         )
         if restored is None:
-            self.state, self.loop = init_state(plan), _new_loop_state()
+            self.state = init_from.start_state(plan, workdir, tqdm.write)
+            self.loop = _new_loop_state()
         else:
             restored_step, self.state, loop = restored
             self.loop = _with_defaults(loop)
@@ -282,7 +277,8 @@ class _Run:
         if restored is None:
             self.feed.close()
             self.feed = steps.open_batch_feed(self.base_plan)
-            state, loop = init_state(self.base_plan), _new_loop_state()
+            state = init_from.start_state(self.base_plan, self.workdir, tqdm.write)
+            loop = _new_loop_state()
         else:
             _, state, loop = restored
         scale = record["learning_rate_scale"] * train.nonfinite_lr_factor
@@ -350,6 +346,7 @@ class _Run:
             "mesh_mode": topology(self.plan)["mode"],
             "platform": jax.devices()[0].platform,
             "jax_version": jax.__version__,
+            **init_from.summary_entry(self.workdir),
             **(run_info or {}),
         }
         if self.writer:

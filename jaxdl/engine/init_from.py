@@ -1,0 +1,331 @@
+"""Starting a run from another run's parameters: `config.init_from=WORKDIR` or `WORKDIR:STEP`.
+
+WORKDIR alone means its best checkpoint (as the loop keeps it: the best step named by the
+newest checkpoint's bookkeeping, else the newest). A fresh run starts from the source's
+parameters and model state (e.g. batch-norm statistics); its optimizer state, step and random
+key are its own. Leaf by leaf, by path: the same path and shape is copied; a ViT position
+embedding of another length (another image size) is interpolated; anything else (the head of a
+new number of classes, a path the source lacks) keeps its fresh initialisation. The source's
+arrays are read as NumPy arrays from its Orbax checkpoint, without building its task, and placed
+with the new run's shardings.
+
+`check` runs before a new workdir is written to; `start_state` builds the state of a run that
+starts without a checkpoint of its own, and writes what it did to `<workdir>/init_from.json`,
+which summary.json repeats (`summary_entry`), also after a resume.
+"""
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxdl.engine.checkpoints import READABLE_FORMATS
+from jaxdl.engine.setup import Setup, init_state
+from jaxdl.engine.workdir import CONFIG_FILE, write_json
+from jaxdl.errors import UserInputError, one_line
+from jaxdl.models.vit import interpolate_position_embeddings
+from jaxdl.optim import param_paths
+
+REPORT_FILE = "init_from.json"
+# The parts of a train state that come from the source; everything else starts fresh.
+MERGED = ("params", "model_state")
+FORM = "give a jaxdl run's workdir as 'WORKDIR' (its best checkpoint) or 'WORKDIR:STEP'"
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    workdir: Path
+    step: int
+
+
+@dataclasses.dataclass
+class Merge:
+    """What happens to each merged leaf of the new state (paths such as 'params/Dense_0/kernel')."""
+
+    copied: list[str] = dataclasses.field(default_factory=list)
+    # path -> (shape in the source, or None when the source lacks it; shape here)
+    reinitialized: dict[str, tuple[tuple[int, ...] | None, tuple[int, ...]]] = dataclasses.field(
+        default_factory=dict
+    )
+    interpolated: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = dataclasses.field(
+        default_factory=dict
+    )
+    # path -> whether a class token comes first (for interpolate_position_embeddings).
+    has_cls: dict[str, bool] = dataclasses.field(default_factory=dict)
+
+
+def _fail(spec: str, message: str) -> UserInputError:
+    return UserInputError(f"config.init_from={spec!r}: {message}")
+
+
+def saved_steps(workdir: Path) -> list[int]:
+    """The finished checkpoints of a run (Orbax renames a checkpoint to its step when done)."""
+    directory = workdir / "checkpoints"
+    if not directory.is_dir():
+        return []
+    return sorted(int(entry.name) for entry in directory.iterdir() if entry.name.isdigit())
+
+
+def locate(spec: str, own_workdir: Path | None = None) -> Source:
+    """The source run and step that `config.init_from` names; UserInputError when there is none."""
+    try:
+        return _locate(spec, own_workdir)
+    except OSError as error:
+        where = f": {error.filename}" if error.filename else ""
+        raise _fail(
+            spec, f"cannot be read ({error.strerror or error}{where}); fix its permissions."
+        ) from error
+
+
+def _locate(spec: str, own_workdir: Path | None) -> Source:
+    path, step_text = Path(spec), None
+    if not path.is_dir() and ":" in spec:
+        head, _, step_text = spec.rpartition(":")
+        path = Path(head)
+    if not path.is_dir():
+        what = "is a file" if path.exists() else "does not exist"
+        raise _fail(spec, f"{path} {what}, not a directory; {FORM}.")
+    if own_workdir is not None and path.resolve() == own_workdir.resolve():
+        raise _fail(
+            spec, "that is this run's own workdir; start from another run, or drop init_from."
+        )
+    if not (path / CONFIG_FILE).is_file():
+        raise _fail(spec, f"{path} holds no {CONFIG_FILE}, so it is not a jaxdl run; {FORM}.")
+    steps = saved_steps(path)
+    if not steps:
+        raise _fail(
+            spec,
+            f"{path} has no checkpoint yet; let that run save one (train.checkpoint_every), "
+            "or start from another run.",
+        )
+    if step_text is None:
+        return Source(path, _best_step(path, steps))
+    if not step_text.isdigit():
+        raise _fail(
+            spec, f"STEP {step_text!r} is not an integer; {FORM} (saved: {_listed(steps)})."
+        )
+    if int(step_text) not in steps:
+        raise _fail(
+            spec,
+            f"{path} has no checkpoint of step {int(step_text)}; the saved steps are "
+            f"{_listed(steps)}.",
+        )
+    return Source(path, int(step_text))
+
+
+def _listed(steps: list[int]) -> str:
+    return ", ".join(map(str, steps))
+
+
+@contextlib.contextmanager
+def _orbax_warnings_off() -> Iterator[None]:
+    """Orbax warns that a checkpoint item has no metadata file of its own; it never has one."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _read_json_item(directory: Path) -> Any:
+    with _orbax_warnings_off(), ocp.Checkpointer(ocp.JsonCheckpointHandler()) as reader:
+        return reader.restore(directory)
+
+
+def _best_step(workdir: Path, steps: list[int]) -> int:
+    """The best step named by the newest readable bookkeeping, if saved; else the newest."""
+    for step in reversed(steps):
+        try:
+            loop = _read_json_item(workdir.absolute() / "checkpoints" / str(step) / "loop")
+        except Exception:
+            continue
+        best = loop.get("best_step") if isinstance(loop, dict) else None
+        return best if best in steps else steps[-1]
+    return steps[-1]
+
+
+def _state_dir(spec: str, source: Source) -> Path:
+    step_dir = source.workdir.absolute() / "checkpoints" / str(source.step)
+    if (step_dir / "meta").exists():
+        try:
+            fmt = _read_json_item(step_dir / "meta").get("checkpoint_format")
+        except Exception:
+            fmt = None
+        if fmt not in READABLE_FORMATS:
+            raise _fail(
+                spec,
+                f"checkpoint {step_dir} has checkpoint format {fmt!r}; this jaxdl reads "
+                f"{_listed(list(READABLE_FORMATS))}.",
+            )
+    return step_dir / "state"
+
+
+def _metadata(spec: str, source: Source) -> dict[str, Any]:
+    """The saved state's tree of array metadata, only the parts in MERGED."""
+    state_dir = _state_dir(spec, source)
+    try:
+        with _orbax_warnings_off(), ocp.PyTreeCheckpointer() as reader:
+            tree = reader.metadata(state_dir).item_metadata.tree
+    except Exception as error:
+        raise _fail(
+            spec, f"checkpoint {state_dir} cannot be read ({one_line(error)[:200]})."
+        ) from error
+    return {key: tree[key] for key in MERGED if isinstance(tree, dict) and tree.get(key)}
+
+
+def source_shapes(spec: str, source: Source) -> dict[str, tuple[int, ...]]:
+    paths, leaves, _ = param_paths(_metadata(spec, source))
+    return {path: tuple(leaf.shape) for path, leaf in zip(paths, leaves, strict=True)}
+
+
+def read_arrays(spec: str, source: Source) -> dict[str, np.ndarray]:
+    """The source's parameters and model state, as NumPy arrays by path."""
+    wanted = _metadata(spec, source)
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+    args = ocp.args.PyTreeRestore(item=wanted, restore_args=restore_args, partial_restore=True)
+    with _orbax_warnings_off(), ocp.PyTreeCheckpointer() as reader:
+        restored = reader.restore(_state_dir(spec, source), args=args)
+    paths, leaves, _ = param_paths(restored)
+    return dict(zip(paths, leaves, strict=True))
+
+
+def plan_merge(source: dict[str, tuple[int, ...]], target: dict[str, tuple[int, ...]]) -> Merge:
+    """Which leaves of `target` (path -> shape, MERGED parts only) are copied, interpolated or
+    re-initialised from a source of leaves `source` (path -> shape)."""
+    merge = Merge()
+    for path, shape in target.items():
+        old = source.get(path)
+        if old == shape:
+            merge.copied.append(path)
+            continue
+        module, _, name = path.rpartition("/")
+        has_cls = f"{module}/cls" in target
+        if old is not None and name == "position_embedding" and _interpolable(old, shape, has_cls):
+            merge.interpolated[path] = (old, shape)
+            merge.has_cls[path] = has_cls
+        else:
+            merge.reinitialized[path] = (old, shape)
+    return merge
+
+
+def _interpolable(old: tuple[int, ...], new: tuple[int, ...], has_cls: bool) -> bool:
+    """(1, N, D) -> (1, M, D) with square patch grids (N - cls and M - cls tokens)."""
+    if len(old) != 3 or len(new) != 3 or old[0] != 1 or new[0] != 1 or old[2] != new[2]:
+        return False
+    grids = (old[1] - int(has_cls), new[1] - int(has_cls))
+    return all(side > 0 and math.isqrt(side) ** 2 == side for side in grids)
+
+
+def _target_shapes(abstract_state: Any) -> dict[str, tuple[int, ...]]:
+    paths, leaves, _ = param_paths(abstract_state)
+    return {
+        path: tuple(leaf.shape)
+        for path, leaf in zip(paths, leaves, strict=True)
+        if path.split("/")[0] in MERGED
+    }
+
+
+def _checked_merge(spec: str, source: Source, plan: Setup) -> Merge:
+    shapes = source_shapes(spec, source)
+    merge = plan_merge(shapes, _target_shapes(plan.abstract_state))
+    if not merge.copied and not merge.interpolated:
+        tops = sorted({"/".join(path.split("/")[:2]) for path in shapes})
+        raise _fail(
+            spec,
+            f"step {source.step} of {source.workdir} shares no parameter (same path and shape) "
+            f"with this model; it has {', '.join(tops) or 'no parameters'}. Start from a run of "
+            "the same model family.",
+        )
+    return merge
+
+
+def check(plan: Setup, run_dir: Path) -> None:
+    """The checks of `config.init_from` for a new run in `run_dir`, before it is written to."""
+    spec = plan.config.get("init_from", "")
+    if spec:
+        _checked_merge(spec, locate(spec, run_dir), plan)
+
+
+def start_state(plan: Setup, workdir: Path, report: Callable[[str], None]) -> Any:
+    """A fresh state, from `config.init_from`'s source when one is set (see the module doc)."""
+    state = init_state(plan)
+    spec = plan.config.get("init_from", "")
+    if not spec:
+        return state
+    source = locate(spec, workdir)
+    merge = _checked_merge(spec, source, plan)
+    arrays = read_arrays(spec, source)
+    paths, leaves, treedef = param_paths(state)
+    merged = []
+    for path, leaf in zip(paths, leaves, strict=True):
+        if path in merge.interpolated:
+            value = interpolate_position_embeddings(
+                arrays[path], leaf.shape[1], merge.has_cls[path]
+            )
+            merged.append(_placed(np.asarray(value), leaf))
+        elif path in merge.copied:
+            merged.append(_placed(arrays[path], leaf))
+        else:
+            merged.append(leaf)
+    record = _record(source, merge)
+    if jax.process_index() == 0:
+        write_json(workdir / REPORT_FILE, record)
+    report(describe(record, merge))
+    return jax.tree_util.tree_unflatten(treedef, merged)
+
+
+def _placed(value: np.ndarray, like: jax.Array) -> jax.Array:
+    """`value` as an array of `like`'s dtype and sharding (over every process's devices)."""
+    value = np.asarray(value, dtype=like.dtype)
+    return jax.make_array_from_callback(like.shape, like.sharding, lambda index: value[index])
+
+
+def _record(source: Source, merge: Merge) -> dict[str, Any]:
+    return {
+        "workdir": str(source.workdir),
+        "step": source.step,
+        "copied": len(merge.copied),
+        "reinitialized": sorted(merge.reinitialized),
+        "interpolated": sorted(merge.interpolated),
+    }
+
+
+def _shape(shape: tuple[int, ...] | None) -> str:
+    return "(absent)" if shape is None else str(tuple(shape)).replace(" ", "")
+
+
+def describe(record: dict[str, Any], merge: Merge) -> str:
+    """The one line a run prints about where its parameters came from."""
+    line = f"jaxdl: init_from {record['workdir']} step {record['step']}: copied {record['copied']} arrays"
+    if merge.reinitialized:
+        line += "; re-initialised " + ", ".join(
+            f"{path} {_shape(old)}->{_shape(new)}"
+            for path, (old, new) in sorted(merge.reinitialized.items())
+        )
+    if merge.interpolated:
+        line += "; interpolated " + ", ".join(
+            f"{path} {_shape(old)}->{_shape(new)}"
+            for path, (old, new) in sorted(merge.interpolated.items())
+        )
+    return line
+
+
+def summary_entry(workdir: Path) -> dict[str, Any]:
+    """{'init_from': the report} for summary.json, or {} for a run that started from scratch."""
+    path = workdir / REPORT_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return {"init_from": json.loads(path.read_text())}
+    except (OSError, ValueError):
+        return {}
