@@ -110,7 +110,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
     """Resolves and checks a config; raises UserInputError on anything a user must fix."""
     config_lib.validate(config)
     dataset = data.load_dataset(config.data)
-    augmentations = data.build_augmentations(config.data, dataset.input_shape)
+    augmentations = data.build_augmentations(config.data, dataset.input_shape, dataset.num_classes)
     task = build_task(config, dataset, batch_axis_name=_batch_axis_name(config))
     mesh = sharding.make_mesh(config_lib.mesh_axis_sizes(config), config.mesh.num_devices)
     sharding.check_batch_divisible(config.data.batch_size, mesh, "data.batch_size")

@@ -1,5 +1,9 @@
 """Classification: cross-entropy loss, accuracy, one network, one optimizer.
 
+The train loss takes the soft labels that mixup and cutmix put in `batch['target']` when they
+are there (label smoothing applies on top); the train accuracy and the evaluation use the
+integer labels.
+
 With a float16 model the optimizer is wrapped in dynamic loss scaling (jaxdl/loss_scale.py):
 the loss is multiplied by the current scale before differentiation, and a step whose
 gradients overflow is skipped.
@@ -79,9 +83,16 @@ class ClassificationTask(Task):
             tx=self.tx,
         )
 
-    def _loss(self, logits: jax.Array, labels: jax.Array, smoothing: float) -> jax.Array:
-        targets = optax.smooth_labels(jax.nn.one_hot(labels, self.num_classes), smoothing)
-        return optax.softmax_cross_entropy(logits, targets)
+    def _loss(self, logits: jax.Array, targets: jax.Array, smoothing: float) -> jax.Array:
+        """Cross-entropy against class distributions `targets` (B, num_classes), smoothed."""
+        return optax.softmax_cross_entropy(logits, optax.smooth_labels(targets, smoothing))
+
+    def _targets(self, batch: Batch) -> jax.Array:
+        """The soft labels of mixup or cutmix (`batch['target']`) if the batch has them, else
+        the one-hot labels."""
+        if "target" in batch:
+            return batch["target"]
+        return jax.nn.one_hot(batch["label"], self.num_classes)
 
     def compute_grads(
         self, state: TrainState, batch: Batch, micro_batch: jax.Array | None = None
@@ -97,7 +108,7 @@ class ClassificationTask(Task):
             logits, new_model_state = state.apply_fn(
                 variables, batch["input"], train=True, rngs={"dropout": rng}, mutable=mutable
             )
-            loss = self._loss(logits, batch["label"], self.label_smoothing).mean()
+            loss = self._loss(logits, self._targets(batch), self.label_smoothing).mean()
             scaled = loss if scale is None else loss * scale
             return scaled, (loss, logits, new_model_state)
 
@@ -128,7 +139,7 @@ class ClassificationTask(Task):
         variables = {"params": state.params, **state.model_state}
         logits = state.apply_fn(variables, batch["input"], train=False)
         mask = batch["mask"]
-        loss = self._loss(logits, batch["label"], 0.0)
+        loss = self._loss(logits, jax.nn.one_hot(batch["label"], self.num_classes), 0.0)
         correct = jnp.argmax(logits, -1) == batch["label"]
         return {
             "loss": jnp.sum(loss * mask),
