@@ -1,32 +1,23 @@
-"""Transfer learning: init_from, parameter groups (frozen, learning-rate multipliers), label subsets.
+"""Transfer learning through init_from: heads, saved steps, bad sources, position embeddings.
 
 The source run is the session's finished `digits_mlp.py:quick` run (10 classes, checkpoints at
 steps 20 and 40), copied per test. Runs go through the CLI in-process, on the 8 virtual devices
 of conftest.py, so the merged state is placed on a real mesh.
 """
 
-import functools
 import json
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-from flax.core import meta
 
-from jaxdl import config as config_lib
 from jaxdl import optim
 from jaxdl.cli import parse_config
-from jaxdl.data import load_dataset
 from jaxdl.engine import init_from, loop, steps, workdir
 from jaxdl.engine.checkpoints import Checkpointer
 from jaxdl.engine.setup import init_state
-from jaxdl.errors import UserInputError
-from jaxdl.models import build_model
 from jaxdl.models.vit import interpolate_position_embeddings
-from tests.data_helpers import data_config
 from tests.test_cli_errors import QUICK, assert_error, run_cli, snapshot
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,194 +164,6 @@ def test_group_and_subset_errors_exit_2(capsys, tmp_path, case):
     argv = ["train", "--config", QUICK, "--workdir", str(tmp_path / "new"), *overrides]
     assert_error(*run_cli(capsys, *argv)[::2], *words)
     assert snapshot(tmp_path) == before
-
-
-# Parameter groups in the optimizer.
-
-
-def _mlp_params() -> dict:
-    """Boxed MLP parameters (4 -> 8 -> 3 classes): what Task.init_state gives the optimizer."""
-    config = config_lib.base_config()
-    config.model.hidden_sizes = (8,)
-    model = build_model(config.model, num_classes=3)
-    init = functools.partial(model.init, train=False)
-    shapes = jax.eval_shape(init, jax.random.PRNGKey(0), jnp.ones((1, 4)))
-    # Random values from NumPy: JAX's random bits take seconds to compile on CPU.
-    rng = np.random.default_rng(0)
-    return jax.tree.map(lambda s: rng.standard_normal(s.shape, np.float32), shapes["params"])
-
-
-def _optimizer(name="sgd", frozen=(), multipliers=(), **fields):
-    config = config_lib.base_config()
-    config.optimizer.name = name
-    config.optimizer.learning_rate = 0.1
-    config.optimizer.frozen = frozen
-    config.optimizer.lr_multipliers = multipliers
-    config.optimizer.update(fields)
-    config.schedule.name = "constant"
-    return optim.make_optimizer(config.optimizer, config.schedule, 100)[0]
-
-
-def _steps(tx, boxed, count=3):
-    """`count` updates with fixed pseudo-random gradients, as the train step applies them."""
-    state = meta.unbox(tx.init(boxed))
-    params = meta.unbox(boxed)
-    rng = np.random.default_rng(0)
-    update = jax.jit(tx.update)
-    for _ in range(count):
-        grads = jax.tree.map(lambda p: rng.standard_normal(p.shape, np.float32), params)
-        updates, state = update(grads, state, params)
-        params = optax.apply_updates(params, updates)
-    return params
-
-
-def _bits(tree) -> dict[str, bytes]:
-    paths, leaves, _ = optim.param_paths(tree)
-    return {path: np.asarray(leaf).tobytes() for path, leaf in zip(paths, leaves, strict=True)}
-
-
-@pytest.mark.parametrize("name", ["sgd", "adamw"])
-def test_frozen_group_is_bit_identical_and_the_rest_trains(name):
-    boxed = _mlp_params()
-    start = _bits(meta.unbox(boxed))
-    tuned = _bits(_steps(_optimizer(name, ("head",), weight_decay=0.1), boxed))
-    assert {path for path in start if start[path] == tuned[path]} == {
-        "Dense_1/bias",
-        "Dense_1/kernel",
-    }
-
-
-def test_multiplier_zero_is_frozen_and_multipliers_scale_the_update():
-    boxed = _mlp_params()
-    plain = _steps(_optimizer(), boxed, 1)
-    assert _bits(_steps(_optimizer(multipliers=("head=0",)), boxed, 1)) == _bits(
-        _steps(_optimizer(frozen=("head",)), boxed, 1)
-    )
-    scaled = _steps(_optimizer(multipliers=("backbone=0.25", "Dense_1/bias=2")), boxed, 1)
-    start = meta.unbox(boxed)
-    for module, leaf, factor in [("Dense_0", "kernel", 0.25), ("Dense_1", "bias", 2.0)]:
-        update = scaled[module][leaf] - start[module][leaf]
-        reference = plain[module][leaf] - start[module][leaf]
-        np.testing.assert_allclose(update, factor * reference, rtol=1e-5, atol=1e-7)
-    assert _bits(scaled)["Dense_1/kernel"] == _bits(plain)["Dense_1/kernel"]
-
-
-def test_no_groups_is_the_plain_optimizer():
-    boxed = _mlp_params()
-    for name in config_lib.OPTIMIZERS:
-        grouped = jax.tree.structure(_optimizer(name, weight_decay=0.1).init(boxed))
-        assert "PartitionState" not in str(grouped)
-
-
-@pytest.mark.parametrize(
-    ("frozen", "multipliers", "match"),
-    [
-        (
-            ("encoder/.*",),
-            (),
-            r"optimizer.frozen: group 'encoder/.\*' matches no .*Dense_0, Dense_1",
-        ),
-        (("backbone",), ("Dense_0/kernel=0.1",), "'Dense_0/kernel' is in two groups"),
-        (("head", "head"), (), "'Dense_1/bias' is in two groups"),
-        ((), ("head",), "'GROUP=FACTOR'"),
-        ((), ("head=-1",), "finite factor >= 0"),
-        ((), ("head=nan",), "finite factor >= 0"),
-        ((), ("=1",), "'GROUP=FACTOR'"),
-        (("Dense_[",), (), "not a valid regular expression"),
-    ],
-)
-def test_group_errors(frozen, multipliers, match):
-    with pytest.raises(UserInputError, match=match):
-        _optimizer("adamw", frozen, multipliers).init(_mlp_params())
-
-
-def test_head_group_needs_the_logical_names():
-    tx = _optimizer(frozen=("head",))
-    with pytest.raises(ValueError, match="logical axis names"):
-        tx.init(meta.unbox(_mlp_params()))
-    # A regular expression needs none.
-    _optimizer(frozen=("Dense_1/.*",)).init(meta.unbox(_mlp_params()))
-
-
-# Label subsets.
-
-
-def _labelled_npz(tmp_path: Path) -> str:
-    """Train labels 0, 1, 2, 3, 0, 1, ... (input == index), test 0..3 twice, validation 3, 1."""
-    train = np.arange(20)
-    path = tmp_path / "labels.npz"
-    np.savez(
-        path,
-        x_train=train[:, None].astype(np.float32),
-        y_train=train % 4,
-        x_val=np.array([[100.0], [101.0]], np.float32),
-        y_val=np.array([3, 1]),
-        x_test=np.arange(8)[:, None].astype(np.float32),
-        y_test=np.arange(8) % 4,
-    )
-    return f"npz:{path}"
-
-
-def _split(spec, name) -> tuple[list[int], list[int]]:
-    examples = [spec.preprocess(spec.splits[name][i]) for i in range(len(spec.splits[name]))]
-    return [int(e["input"][0]) for e in examples], [int(e["label"]) for e in examples]
-
-
-@pytest.mark.parametrize("pipeline", ["memory", "stream"])
-def test_subset_renumbers_labels_and_limits_train_per_class(tmp_path, pipeline):
-    config = data_config(_labelled_npz(tmp_path), pipeline=pipeline)
-    config.classes = (3, 1)
-    config.train_examples_per_class = 2
-    spec = load_dataset(config)
-    assert spec.num_classes == 2
-    # The first two 3s and 1s of train, in their order; 3 -> 0 and 1 -> 1.
-    assert _split(spec, "train") == ([1, 3, 5, 7], [1, 0, 1, 0])
-    assert _split(spec, "test") == ([1, 3, 5, 7], [1, 0, 1, 0])  # Not limited.
-    assert _split(spec, "validation") == ([100, 101], [0, 1])
-    config.classes = ()
-    config.train_examples_per_class = 1  # Every class, one example each.
-    spec = load_dataset(config)
-    assert spec.num_classes == 4 and _split(spec, "train") == ([0, 1, 2, 3], [0, 1, 2, 3])
-
-
-def test_subset_of_digits_streams_and_decodes_alike(digits_dir):
-    subsets = []
-    for pipeline in ("memory", "stream"):
-        config = data_config("digits", digits_dir, pipeline=pipeline)
-        config.classes, config.train_examples_per_class = (9, 5, 7), 4
-        spec = load_dataset(config)
-        subsets.append({name: _split_arrays(spec, name) for name in spec.splits})
-    for name in subsets[0]:
-        np.testing.assert_array_equal(subsets[0][name][0], subsets[1][name][0])
-        np.testing.assert_array_equal(subsets[0][name][1], subsets[1][name][1])
-    labels = subsets[0]["train"][1]
-    assert sorted(labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
-    assert set(subsets[0]["test"][1].tolist()) == {0, 1, 2}
-
-
-def _split_arrays(spec, name):
-    examples = [spec.preprocess(spec.splits[name][i]) for i in range(len(spec.splits[name]))]
-    return np.stack([e["input"] for e in examples]), np.array([e["label"] for e in examples])
-
-
-@pytest.mark.parametrize(
-    ("classes", "per_class", "match"),
-    [
-        ((1, 4), 0, r"data.classes=\(1, 4\): dataset .* has no label 4; its labels are 0..3"),
-        ((-1, 2), 0, "has no label -1"),
-        ((1, 2, 1), 0, "label 1 is listed twice"),
-        ((2,), 0, "at least two labels"),
-        ((1, True), 0, "True is not an integer label"),
-        ("12", 0, "must be a tuple of labels"),
-        ((), -1, r"data.train_examples_per_class=-1 must be an integer >= 0"),
-        ((), 1.5, "data.train_examples_per_class=1.5"),
-    ],
-)
-def test_subset_errors(tmp_path, classes, per_class, match):
-    config = data_config(_labelled_npz(tmp_path))
-    config.classes, config.train_examples_per_class = classes, per_class
-    with pytest.raises(UserInputError, match=match):
-        load_dataset(config)
 
 
 # Position embeddings: a ViT pretrained at one image size, fine-tuned at another.
