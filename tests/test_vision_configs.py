@@ -72,3 +72,18 @@ def test_full_config_passes_setup(tmp_path, name):
     assert plan.dataset.input_shape == expected
     assert plan.dataset.num_classes == {"cifar10": 10, "imagenet2012": 1000}[config.data.name]
     assert len(plan.augmentations) == len(config.data.augment)
+
+
+@pytest.mark.slow
+def test_vision_throughput_benchmark_quick_mode(capsys):
+    from benchmarks import vision_throughput
+
+    assert (
+        vision_throughput.main(["--quick", "--batch", "8", "--experiments", "imagenet_vit_b16"])
+        == 0
+    )
+    row = next(
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("| imagenet_vit")
+    )
+    on_device, with_pipeline = (float(cell) for cell in row.strip("|").split("|")[4:])
+    assert on_device > 0 and with_pipeline > 0
