@@ -58,8 +58,11 @@ def stack(examples: list[Batch]) -> Batch:
 
 
 def decoded_bytes(spec: DatasetSpec) -> int:
-    """Roughly what the decoded splits take: float32 inputs plus an int32 label per example."""
-    per_example = 4 * (math.prod(spec.input_shape) + 1)
+    """Roughly what the decoded splits take, from the declared features."""
+    per_example = sum(
+        math.prod(feature.shape) * np.dtype(feature.dtype).itemsize
+        for feature in spec.features.values()
+    )
     return per_example * sum(len(split) for split in spec.splits.values())
 
 

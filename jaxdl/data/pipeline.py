@@ -25,7 +25,7 @@ from jaxdl.data.arrays import (
     stack,
 )
 from jaxdl.data.order import local_batch_positions, restored_batch
-from jaxdl.data.spec import DatasetSpec, RecordSource
+from jaxdl.data.spec import DatasetSpec, RecordSource, example_batch
 from jaxdl.errors import UserInputError
 
 Batch = dict[str, np.ndarray]
@@ -151,10 +151,7 @@ def eval_batches(
     if isinstance(records, ExampleArrays):
         return array_eval_batches(records, batch_size, shard_index, shard_count)
     # No rows to read the shapes from in an all-padding batch: they are the spec's.
-    empty = {
-        "input": np.zeros((0, *spec.input_shape), np.float32),
-        "label": np.zeros((0,), np.int32),
-    }
+    empty = example_batch(spec, 0)
     starts = eval_starts(len(records), batch_size, shard_index, shard_count)
     batches = grain.MapDataset.range(starts.start, starts.stop, starts.step).map(
         _EvalBatchReader(records, spec.preprocess, batch_size, empty)

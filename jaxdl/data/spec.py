@@ -26,18 +26,47 @@ class RecordSource(Protocol):
 
 
 @dataclasses.dataclass(frozen=True)
+class Feature:
+    """One key of a dataset's examples: its shape (per example) and numpy dtype name."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+
+def classification_features(input_shape: tuple[int, ...]) -> dict[str, Feature]:
+    """The examples of a classification dataset: a float32 input and an int32 label."""
+    return {"input": Feature(tuple(input_shape), "float32"), "label": Feature((), "int32")}
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset ready for the pipeline: raw splits plus how to turn one record into an example."""
+    """A dataset ready for the pipeline: raw splits plus how to turn one record into an example.
+
+    `features` declares what `preprocess` returns, key by key (token ids, lengths, targets ...);
+    the engine builds the example batch that shapes a task's state from it, and the pipeline its
+    padding. Left out, it is the classification pair, from `input_shape`.
+    """
 
     name: str
     splits: Mapping[str, RecordSource]
     preprocess: Callable[[Any], dict[str, np.ndarray]]
     input_shape: tuple[int, ...]
     num_classes: int
+    features: Mapping[str, Feature] | None = None
 
     def __post_init__(self) -> None:
         if tuple(sorted(self.splits)) != tuple(sorted(SPLIT_NAMES)):
             raise ValueError(f"splits must be exactly {SPLIT_NAMES}, got {tuple(self.splits)}")
+        if self.features is None:
+            object.__setattr__(self, "features", classification_features(self.input_shape))
+
+
+def example_batch(spec: DatasetSpec, rows: int) -> dict[str, np.ndarray]:
+    """Zeros of `rows` examples with every declared key, shape and dtype."""
+    return {
+        key: np.zeros((rows, *feature.shape), feature.dtype)
+        for key, feature in spec.features.items()
+    }
 
 
 @dataclasses.dataclass(frozen=True)

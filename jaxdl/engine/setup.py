@@ -57,11 +57,9 @@ class Setup:
 
 
 def _example_batch(dataset: data.DatasetSpec) -> dict[str, np.ndarray]:
-    # One example is enough: parameter shapes never depend on the batch size.
-    return {
-        "input": np.zeros((1, *dataset.input_shape), np.float32),
-        "label": np.zeros((1,), np.int32),
-    }
+    # One example of every declared key is enough: parameter shapes never depend on the batch
+    # size.
+    return data.example_batch(dataset, 1)
 
 
 def unboxed_init(task: Task) -> Any:
