@@ -7,6 +7,10 @@ num_heads // num_kv_heads query heads. Every parameter carries logical axis name
 'heads', 'kv', 'mlp', 'norm'), so the mesh rules of engine/sharding.py split them (Megatron:
 heads and MLP units over 'tensor'). Attention weights are computed explicitly only when asked
 for, by applying with `mutable=['intermediates']`: they are sown as 'attention_weights'.
+
+Positions: models add learned or sinusoidal (`sinusoidal_positions`) embeddings to their
+inputs, or set `rotary=True` on the attention, which rotates queries and keys by their positions
+(RoPE, Su et al. 2021) so that attention scores depend on relative offsets only.
 """
 
 from typing import Any
@@ -41,6 +45,34 @@ def _projection(features: tuple[int, ...], axis: Any, names: tuple, dtype: Any) 
     )
 
 
+def sinusoidal_positions(length: int, width: int, base: float = 10_000.0) -> jax.Array:
+    """(length, width) fixed position embeddings (Vaswani et al. 2017): sin on the even
+    features, cos on the odd ones, wavelengths from 2 pi to base * 2 pi."""
+    if width % 2:
+        raise ValueError(f"sinusoidal positions need an even width, got {width}")
+    position = jnp.arange(length, dtype=jnp.float32)[:, None]
+    frequency = base ** (-jnp.arange(0, width, 2, dtype=jnp.float32) / width)
+    angles = position * frequency
+    return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(length, width)
+
+
+def apply_rotary(x: jax.Array, positions: jax.Array, base: float = 10_000.0) -> jax.Array:
+    """x (B, T, heads, D) with feature pairs (i, i + D/2) rotated by angle position * base^(-2i/D).
+
+    `positions` (B, T) or (T,) are the tokens' integer positions (a KV cache passes offsets).
+    """
+    half = x.shape[-1] // 2
+    if x.shape[-1] % 2:
+        raise ValueError(f"rotary positions need an even head size, got {x.shape[-1]}")
+    frequency = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles = jnp.asarray(positions, jnp.float32)[..., None] * frequency  # (B?, T, half)
+    angles = jnp.broadcast_to(angles, (*x.shape[:2], half))[:, :, None, :]
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    first, second = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    rotated = jnp.concatenate([first * cos - second * sin, first * sin + second * cos], axis=-1)
+    return rotated.astype(x.dtype)
+
+
 class MultiHeadAttention(nn.Module):
     """Self- or cross-attention. `mask` is a boolean (B, 1 or heads, Q, K) array, True = attend."""
 
@@ -50,6 +82,7 @@ class MultiHeadAttention(nn.Module):
     implementation: str | None = None
     dtype: Any = jnp.float32
     batch_axis_name: Any = None  # Set in shard_map mode: dropout masks as for the whole batch.
+    rotary: bool = False  # Rotate queries and keys by their positions (self-attention).
 
     @nn.compact
     def __call__(
@@ -59,6 +92,7 @@ class MultiHeadAttention(nn.Module):
         *,
         mask: jax.Array | None = None,
         causal: bool = False,
+        positions: jax.Array | None = None,
         train: bool,
     ) -> jax.Array:
         context = x if context is None else context
@@ -69,6 +103,10 @@ class MultiHeadAttention(nn.Module):
         key = _projection((kv_heads, head_dim), -1, ("embed", "heads", "kv"), self.dtype)
         value = _projection((kv_heads, head_dim), -1, ("embed", "heads", "kv"), self.dtype)
         q, k, v = query(x), key(context), value(context)
+        if self.rotary:
+            # Self-attention: queries and keys share positions (0, 1, ... unless given).
+            positions = jnp.arange(x.shape[1]) if positions is None else positions
+            q, k = apply_rotary(q, positions), apply_rotary(k, positions)
         if self.is_mutable_collection("intermediates"):
             self.sow("intermediates", "attention_weights", _weights(q, k, mask, causal))
         out = jax.nn.dot_product_attention(
@@ -129,6 +167,7 @@ class TransformerBlock(nn.Module):
     implementation: str | None = None
     dtype: Any = jnp.float32
     batch_axis_name: Any = None
+    rotary: bool = False
 
     @nn.compact
     def __call__(
@@ -145,6 +184,7 @@ class TransformerBlock(nn.Module):
             self.implementation,
             self.dtype,
             self.batch_axis_name,
+            rotary=self.rotary,
         )
         mlp = MlpBlock(self.mlp_dim, self.mlp, self.dropout_rate, self.dtype, self.batch_axis_name)
         for sublayer in (
