@@ -23,7 +23,7 @@ import jax
 import tensorflow_datasets as tfds
 from absl import logging as absl_logging
 
-from benchmarks.throughput import RESULTS, _machine, step_timer
+from benchmarks.throughput import RESULTS, _machine, step_timer, write_section
 from jaxdl import cli
 from jaxdl.engine import loop
 from jaxdl.engine import steps as steps_lib
@@ -113,19 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = report(rows, args)
     print(section)
     if not args.quick:
-        write_section_between(RESULTS, section)
+        write_section(RESULTS, section, BEGIN, END)
     return 0
-
-
-def write_section_between(path: Path, section: str) -> None:
-    """This benchmark's section of RESULTS.md, replaced in place or appended."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        text = before + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 if __name__ == "__main__":
