@@ -74,3 +74,11 @@ def digits_in_memory(digits_dir):
     from tests.data_helpers import data_config
 
     return load_dataset(data_config("digits", digits_dir, pipeline="auto"))
+
+
+@pytest.fixture(scope="session")
+def sequence_data_dir(tmp_path_factory) -> str:
+    """stdlib_chars and algorithmic/{brackets,reverse}, small (tests/text_helpers.py)."""
+    from tests.text_helpers import prepare_small_sequence_data
+
+    return prepare_small_sequence_data(tmp_path_factory.mktemp("sequences") / "tfds")

@@ -116,7 +116,11 @@ def test_unknown_dataset_lists_registered_names():
     message = str(error.value)
     assert "Did you mean: mnist" in message and "npz:<path>" in message
     assert all(name in message for name in DATASET_NAMES)
-    assert set(DATASET_NAMES) == {"digits", "mnist", "fashion_mnist", "cifar10", "imagenet2012"}
+    images = {"digits", "mnist", "fashion_mnist", "cifar10", "imagenet2012"}
+    sequences = {"stdlib_chars"} | {
+        f"algorithmic/{task}" for task in ("copy", "reverse", "sort", "addition", "brackets")
+    }
+    assert set(DATASET_NAMES) == images | sequences
 
 
 # npz files.

@@ -11,6 +11,12 @@ from jaxdl.data.imagenet import load_imagenet
 from jaxdl.data.npz_source import NPZ_PREFIX, load_npz
 from jaxdl.data.spec import DatasetSpec
 from jaxdl.data.subset import apply_subset
+from jaxdl.data.text_sources import (
+    ALGORITHMIC_NAMES,
+    STDLIB_CHARS,
+    load_algorithmic,
+    load_stdlib_chars,
+)
 from jaxdl.data.tfds_sources import TFDS_IMAGE_DATASETS, load_digits, load_tfds_images
 from jaxdl.errors import UserInputError, unknown_name_error
 
@@ -19,6 +25,8 @@ _LOADERS: dict[str, Callable[..., DatasetSpec]] = {
     "digits": load_digits,
     **{name: functools.partial(load_tfds_images, name) for name in TFDS_IMAGE_DATASETS},
     IMAGENET: load_imagenet,
+    STDLIB_CHARS: load_stdlib_chars,
+    **{name: functools.partial(load_algorithmic, name) for name in ALGORITHMIC_NAMES},
 }
 # Datasets whose images come in mixed sizes and are resized to data.image_size.
 _RESIZED = (IMAGENET,)

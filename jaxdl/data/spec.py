@@ -45,6 +45,10 @@ class DatasetSpec:
     `features` declares what `preprocess` returns, key by key (token ids, lengths, targets ...);
     the engine builds the example batch that shapes a task's state from it, and the pipeline its
     padding. Left out, it is the classification pair, from `input_shape`.
+
+    `num_classes` is the size of the outputs a model predicts from (classes, or a language
+    model's next-token vocabulary); `vocab_size` is the number of token ids the inputs use,
+    0 when they are real numbers rather than tokens.
     """
 
     name: str
@@ -53,6 +57,7 @@ class DatasetSpec:
     input_shape: tuple[int, ...]
     num_classes: int
     features: Mapping[str, Feature] | None = None
+    vocab_size: int = 0
 
     def __post_init__(self) -> None:
         if tuple(sorted(self.splits)) != tuple(sorted(SPLIT_NAMES)):

@@ -30,24 +30,36 @@ ARRAY_RECORD = tfds.core.file_adapters.FileFormat.ARRAY_RECORD
 def load_digits(*, data_dir: str, validation_fraction: float, input_kind: str) -> DatasetSpec:
     """scikit-learn digits, prepared into data_dir on first use (no network needed)."""
     del validation_fraction  # The builder has fixed splits, validation included.
-    data_dir = checked_data_dir(data_dir, "digits", creates=True)
+    data_dir = prepare_builder(digits_builder.SklearnDigits, "digits", data_dir)
+    splits = open_prepared(digits_builder.BUILDER_NAME, SPLIT_NAMES, data_dir)
+    return _image_spec("digits", splits, digits_builder.MAX_PIXEL, input_kind)
+
+
+def prepare_builder(
+    builder_class: type[tfds.core.GeneratorBasedBuilder],
+    name: str,
+    data_dir: str,
+    config: str | None = None,
+) -> str:
+    """Prepares one of jaxdl's own builders (dataset `name`) into data_dir unless it is there
+    already; returns data_dir checked and made absolute ('' for the TFDS default)."""
+    data_dir = checked_data_dir(data_dir, name, creates=True)
     # Bars would flood logs on every first run; TFDS still prints one line to stdout.
     tfds.disable_progress_bar()
-    builder = digits_builder.SklearnDigits(data_dir=data_dir or None, file_format=ARRAY_RECORD)
+    builder = builder_class(data_dir=data_dir or None, config=config, file_format=ARRAY_RECORD)
     try:
-        # The GCS probe is a network call: skip it, this builder is never published there.
+        # The GCS probe is a network call: skip it, these builders are never published there.
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(try_download_gcs=False)
         )
     except OSError as error:  # Read-only or full disk, or a permission missing under data_dir.
         where = f"data.data_dir={data_dir!r}" if data_dir else "the TFDS default data_dir"
         raise UserInputError(
-            f"cannot prepare dataset 'digits' in {where} ({error.strerror or error}"
+            f"cannot prepare dataset {name!r} in {where} ({error.strerror or error}"
             f"{': ' + str(error.filename) if error.filename else ''}); make it writable or set "
             "data.data_dir to a writable folder."
         ) from error
-    splits = open_prepared(digits_builder.BUILDER_NAME, SPLIT_NAMES, data_dir)
-    return _image_spec("digits", splits, digits_builder.MAX_PIXEL, input_kind)
+    return data_dir
 
 
 def load_tfds_images(

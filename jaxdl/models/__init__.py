@@ -22,7 +22,7 @@ _FAMILIES: Mapping[str, type[nn.Module]] = MappingProxyType(
 MODEL_NAMES: tuple[str, ...] = tuple(_FAMILIES)
 
 # Set by build_model's caller (from the dataset) or by Flax itself, never by the model config.
-_NOT_CONFIGURABLE = ("num_classes", "batch_axis_name", "parent", "name")
+_NOT_CONFIGURABLE = ("num_classes", "vocab_size", "batch_axis_name", "parent", "name")
 
 __all__ = [
     "CNN",
@@ -44,8 +44,13 @@ def model_fields(name: str) -> tuple[str, ...]:
     return tuple(f.name for f in fields if f.init and f.name not in _NOT_CONFIGURABLE)
 
 
-def build_model(config: ConfigDict, *, num_classes: int, batch_axis_name: Any = None) -> nn.Module:
+def build_model(
+    config: ConfigDict, *, num_classes: int, vocab_size: int = 0, batch_axis_name: Any = None
+) -> nn.Module:
     """Build the module named by `config.name`, passing every other field of `config` to it.
+
+    `vocab_size` (the dataset's token vocabulary, 0 for real-valued inputs) goes to the
+    families that embed tokens, i.e. those with a `vocab_size` field.
 
     `batch_axis_name` (the mesh's batch axes) is given in shard_map mode only: the model then
     synchronises batch norm and draws dropout masks as a jit step over the whole batch would.
@@ -55,10 +60,11 @@ def build_model(config: ConfigDict, *, num_classes: int, batch_axis_name: Any = 
     if name is None:
         raise UserInputError(f"model.name is not set; set it to one of: {', '.join(MODEL_NAMES)}.")
     valid = model_fields(name)
-    if "num_classes" in fields:
-        raise UserInputError(
-            "model.num_classes is taken from the dataset; remove it from the model config."
-        )
+    for taken in ("num_classes", "vocab_size"):
+        if taken in fields:
+            raise UserInputError(
+                f"model.{taken} is taken from the dataset; remove it from the model config."
+            )
     for field in fields:
         if field not in valid:
             raise UserInputError(
@@ -68,10 +74,11 @@ def build_model(config: ConfigDict, *, num_classes: int, batch_axis_name: Any = 
     kwargs = {field: _frozen(value) for field, value in fields.items()}
     if "dtype" in kwargs:
         kwargs["dtype"] = resolve_dtype(kwargs["dtype"])
-    if batch_axis_name is not None and "batch_axis_name" in {
-        f.name for f in dataclasses.fields(_FAMILIES[name])
-    }:
+    declared = {f.name for f in dataclasses.fields(_FAMILIES[name])}
+    if batch_axis_name is not None and "batch_axis_name" in declared:
         kwargs["batch_axis_name"] = batch_axis_name
+    if "vocab_size" in declared:
+        kwargs["vocab_size"] = vocab_size
     return _FAMILIES[name](num_classes=num_classes, **kwargs)
 
 

@@ -1,5 +1,9 @@
 """Classification: cross-entropy loss, accuracy, one network, one optimizer.
 
+Sequence classifiers get each example's length (`batch['length']`, when the dataset has it) as
+the model's `lengths` argument. Per-step labels (B, T) make it a tagging task: loss and accuracy
+are averaged over the steps before each sequence's length.
+
 The train loss takes the soft labels that mixup and cutmix put in `batch['target']` when they
 are there (label smoothing applies on top); the train accuracy and the evaluation use the
 integer labels.
@@ -48,7 +52,10 @@ class ClassificationTask(Task):
             config.optimizer, config.schedule, config.train.num_steps
         )
         model = build_model(
-            config.model, num_classes=dataset.num_classes, batch_axis_name=batch_axis_name
+            config.model,
+            num_classes=dataset.num_classes,
+            vocab_size=dataset.vocab_size,
+            batch_axis_name=batch_axis_name,
         )
         # float16 underflows where bfloat16 (float32's exponent range) does not.
         loss_scaled = jnp.dtype(getattr(model, "dtype", jnp.float32)) == jnp.float16
@@ -70,7 +77,10 @@ class ClassificationTask(Task):
     def init_state(self, rng: jax.Array, batch: Batch) -> TrainState:
         init_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
         variables = self.model.init(
-            {"params": init_rng, "dropout": dropout_rng}, batch["input"], train=False
+            {"params": init_rng, "dropout": dropout_rng},
+            batch["input"],
+            train=False,
+            **model_kwargs(batch),
         )
         params = variables.pop("params")
         return TrainState(
@@ -102,20 +112,28 @@ class ClassificationTask(Task):
         if micro_batch is not None:
             rng = jax.random.fold_in(rng, micro_batch)
         scale = loss_scale.current_scale(state.opt_state) if self.loss_scaled else None
+        weights = step_weights(batch)
 
         def loss_fn(params):
             variables = {"params": params, **state.model_state}
             logits, new_model_state = state.apply_fn(
-                variables, batch["input"], train=True, rngs={"dropout": rng}, mutable=mutable
+                variables,
+                batch["input"],
+                train=True,
+                rngs={"dropout": rng},
+                mutable=mutable,
+                **model_kwargs(batch),
             )
-            loss = self._loss(logits, self._targets(batch), self.label_smoothing).mean()
+            losses = self._loss(logits, self._targets(batch), self.label_smoothing)
+            loss = weighted_mean(losses, weights)
             scaled = loss if scale is None else loss * scale
             return scaled, (loss, logits, new_model_state)
 
         (_, (loss, logits, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params
         )
-        metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
+        correct = jnp.argmax(logits, -1) == batch["label"]
+        metrics = {"loss": loss, "accuracy": weighted_mean(correct, weights)}
         return grads, metrics, state.replace(model_state=dict(new_model_state))
 
     def apply_grads(
@@ -137,8 +155,11 @@ class ClassificationTask(Task):
 
     def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
         variables = {"params": state.params, **state.model_state}
-        logits = state.apply_fn(variables, batch["input"], train=False)
-        mask = batch["mask"]
+        logits = state.apply_fn(variables, batch["input"], train=False, **model_kwargs(batch))
+        weights = step_weights(batch)
+        mask = batch["mask"] if weights is None else batch["mask"][:, None] * weights
+        if weights is None and batch["label"].ndim == 2:
+            mask = jnp.broadcast_to(mask[:, None], batch["label"].shape)
         loss = self._loss(logits, jax.nn.one_hot(batch["label"], self.num_classes), 0.0)
         correct = jnp.argmax(logits, -1) == batch["label"]
         return {
@@ -146,3 +167,24 @@ class ClassificationTask(Task):
             "accuracy": jnp.sum(correct * mask),
             "count": jnp.sum(mask),
         }
+
+
+def model_kwargs(batch: Batch) -> dict[str, jax.Array]:
+    """What a model gets besides the inputs: the sequences' lengths, when the data has them."""
+    return {"lengths": batch["length"]} if "length" in batch else {}
+
+
+def step_weights(batch: Batch) -> jax.Array | None:
+    """None when every label counts (one per example, or per-step labels without lengths);
+    for per-step labels with lengths, (B, T) with zeros past each sequence's length."""
+    label = batch["label"]
+    if label.ndim == 1 or "length" not in batch:
+        return None
+    steps = jnp.arange(label.shape[1])
+    return (steps[None, :] < batch["length"][:, None]).astype(jnp.float32)
+
+
+def weighted_mean(values: jax.Array, weights: jax.Array | None) -> jax.Array:
+    if weights is None:
+        return jnp.mean(values)
+    return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
