@@ -13,10 +13,18 @@ from jaxdl.models.cnn import CNN, LeNet5
 from jaxdl.models.layers import resolve_dtype
 from jaxdl.models.mlp import MLP
 from jaxdl.models.resnet import ResNet
+from jaxdl.models.rnn import RNN
 from jaxdl.models.vit import VisionTransformer
 
 _FAMILIES: Mapping[str, type[nn.Module]] = MappingProxyType(
-    {"mlp": MLP, "cnn": CNN, "lenet5": LeNet5, "resnet": ResNet, "vit": VisionTransformer}
+    {
+        "mlp": MLP,
+        "cnn": CNN,
+        "lenet5": LeNet5,
+        "resnet": ResNet,
+        "vit": VisionTransformer,
+        "rnn": RNN,
+    }
 )
 
 MODEL_NAMES: tuple[str, ...] = tuple(_FAMILIES)
@@ -28,6 +36,7 @@ __all__ = [
     "CNN",
     "MLP",
     "MODEL_NAMES",
+    "RNN",
     "LeNet5",
     "ResNet",
     "VisionTransformer",
