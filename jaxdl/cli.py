@@ -299,6 +299,28 @@ def cmd_attention(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace, rest: list[str]) -> int:
+    from jaxdl.engine import samples
+
+    if rest:
+        raise UserInputError(f"jaxdl sample takes no config overrides; got {' '.join(rest)}.")
+    _quiet_logs()
+    options = samples.SampleOptions(
+        prompt=args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        num=args.num,
+    )
+    for index, text in enumerate(samples.sample_text(Path(args.workdir), args.checkpoint, options)):
+        if options.num > 1:
+            print(f"--- sample {index} ---")
+        print(args.prompt + text)
+    return 0
+
+
 def cmd_list(args: argparse.Namespace, rest: list[str]) -> int:
     from jaxdl import data, models, tasks
 
@@ -355,6 +377,18 @@ def _parser() -> argparse.ArgumentParser:
     attention.add_argument("--out", help="PNG file to write (default WORKDIR/attention_maps.png)")
     attention.add_argument("--verbose", action="store_true", help=verbose_help)
     attention.set_defaults(handler=cmd_attention)
+    sample = sub.add_parser("sample", help="generate text from a language-model run")
+    sample.add_argument("--workdir", required=True)
+    sample.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
+    sample.add_argument("--prompt", required=True, help="text to continue (UTF-8 bytes)")
+    sample.add_argument("--max_new_tokens", type=int, default=200)
+    sample.add_argument("--seed", type=int, default=0, help="PRNG seed: fixes the sample")
+    sample.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
+    sample.add_argument("--top_k", type=int, default=0, help="0: no top-k filter")
+    sample.add_argument("--top_p", type=float, default=1.0, help="1: no nucleus filter")
+    sample.add_argument("--num", type=int, default=1, help="how many samples")
+    sample.add_argument("--verbose", action="store_true", help=verbose_help)
+    sample.set_defaults(handler=cmd_sample)
     listing = sub.add_parser("list", help="list experiments, models, datasets and options")
     listing.set_defaults(handler=cmd_list)
     return parser

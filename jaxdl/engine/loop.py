@@ -329,6 +329,7 @@ class _Run:
             "status": status,
             "final_metrics": {f"test/{k}": v for k, v in test.items()},
             "final_metrics_step": best_step,
+            **self.plan.task.summary_fields(test),
             "best_metrics": {
                 "step": best_step,
                 **{f"val/{k}": v for k, v in loop["best_metrics"].items()},

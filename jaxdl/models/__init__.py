@@ -10,6 +10,7 @@ from ml_collections import ConfigDict
 
 from jaxdl.errors import UserInputError, close_matches, unknown_name_error
 from jaxdl.models.cnn import CNN, LeNet5
+from jaxdl.models.gpt import DecoderLM
 from jaxdl.models.layers import resolve_dtype
 from jaxdl.models.mlp import MLP
 from jaxdl.models.resnet import ResNet
@@ -24,6 +25,7 @@ _FAMILIES: Mapping[str, type[nn.Module]] = MappingProxyType(
         "resnet": ResNet,
         "vit": VisionTransformer,
         "rnn": RNN,
+        "gpt": DecoderLM,
     }
 )
 
@@ -37,6 +39,7 @@ __all__ = [
     "MLP",
     "MODEL_NAMES",
     "RNN",
+    "DecoderLM",
     "LeNet5",
     "ResNet",
     "VisionTransformer",

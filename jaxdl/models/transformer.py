@@ -22,16 +22,19 @@ import jax.numpy as jnp
 from jaxdl.models import layers
 
 NORMS = ("layernorm", "rmsnorm")
-MLP_KINDS = ("gelu", "swiglu")
+MLP_KINDS = ("gelu", "swiglu", "gelu_exact")  # gelu: tanh approximation; gelu_exact: erf (BERT).
+NORM_EPSILON = 1e-6  # Flax's default; BERT checkpoints use 1e-12.
 
 
-def make_norm(kind: str, dtype: Any) -> nn.Module:
+def make_norm(kind: str, dtype: Any, epsilon: float = NORM_EPSILON) -> nn.Module:
     """LayerNorm or RMSNorm over the last axis, statistics in float32."""
     scale = layers.named(nn.initializers.ones_init(), "norm")
     if kind == "rmsnorm":
-        return nn.RMSNorm(dtype=dtype, param_dtype=jnp.float32, scale_init=scale)
+        return nn.RMSNorm(epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32, scale_init=scale)
     bias = layers.named(nn.initializers.zeros_init(), "norm")
-    return nn.LayerNorm(dtype=dtype, param_dtype=jnp.float32, scale_init=scale, bias_init=bias)
+    return nn.LayerNorm(
+        epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32, scale_init=scale, bias_init=bias
+    )
 
 
 def _projection(features: tuple[int, ...], axis: Any, names: tuple, dtype: Any) -> nn.Module:
@@ -93,8 +96,10 @@ class MultiHeadAttention(nn.Module):
         mask: jax.Array | None = None,
         causal: bool = False,
         positions: jax.Array | None = None,
+        decode: bool = False,
         train: bool,
     ) -> jax.Array:
+        """`decode=True`: incremental self-attention through a KV cache (see `_cached`)."""
         context = x if context is None else context
         width = x.shape[-1]
         head_dim = width // self.num_heads
@@ -103,10 +108,16 @@ class MultiHeadAttention(nn.Module):
         key = _projection((kv_heads, head_dim), -1, ("embed", "heads", "kv"), self.dtype)
         value = _projection((kv_heads, head_dim), -1, ("embed", "heads", "kv"), self.dtype)
         q, k, v = query(x), key(context), value(context)
+        cache = _KVCache(self, k) if decode else None
+        if cache is not None and cache.ready:
+            positions = cache.index + jnp.arange(x.shape[1])
         if self.rotary:
             # Self-attention: queries and keys share positions (0, 1, ... unless given).
             positions = jnp.arange(x.shape[1]) if positions is None else positions
             q, k = apply_rotary(q, positions), apply_rotary(k, positions)
+        if cache is not None and cache.ready:
+            k, v, mask = cache.update(k, v, mask)
+            causal = False  # The cache's mask already hides the future.
         if self.is_mutable_collection("intermediates"):
             self.sow("intermediates", "attention_weights", _weights(q, k, mask, causal))
         out = jax.nn.dot_product_attention(
@@ -115,6 +126,39 @@ class MultiHeadAttention(nn.Module):
         out = layers.Dropout(self.dropout_rate, self.batch_axis_name)(out, deterministic=not train)
         project = _projection((width,), (-2, -1), ("heads", "kv", "embed"), self.dtype)
         return project(out)
+
+
+class _KVCache:
+    """Keys and values of the tokens decoded so far, in the 'cache' collection.
+
+    The first call in decode mode (made with a batch as long as the longest sequence to
+    decode, e.g. by `model.init` or an apply with `mutable=['cache']`) only allocates zeros;
+    every later call writes its tokens' keys and values at `index`, advances it, and attends
+    over all cached positions up to each query's own. A prompt goes in as one call, then one
+    token per call.
+    """
+
+    def __init__(self, module: nn.Module, key: jax.Array):
+        self.ready = module.has_variable("cache", "cached_key")
+        self.keys = module.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+        self.values = module.variable("cache", "cached_value", jnp.zeros, key.shape, key.dtype)
+        self.position = module.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+
+    @property
+    def index(self) -> jax.Array:
+        return self.position.value
+
+    def update(
+        self, k: jax.Array, v: jax.Array, mask: jax.Array | None
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        start, length = self.index, k.shape[1]
+        self.keys.value = jax.lax.dynamic_update_slice(self.keys.value, k, (0, start, 0, 0))
+        self.values.value = jax.lax.dynamic_update_slice(self.values.value, v, (0, start, 0, 0))
+        self.position.value = start + length
+        query_at = start + jnp.arange(length)
+        visible = jnp.arange(self.keys.value.shape[1])[None, :] <= query_at[:, None]
+        visible = visible[None, None]  # (1, 1, queries, cached keys)
+        return self.keys.value, self.values.value, visible if mask is None else mask & visible
 
 
 def _weights(q: jax.Array, k: jax.Array, mask: jax.Array | None, causal: bool) -> jax.Array:
@@ -131,7 +175,7 @@ def _weights(q: jax.Array, k: jax.Array, mask: jax.Array | None, causal: bool) -
 
 
 class MlpBlock(nn.Module):
-    """width -> mlp_dim -> width, with GELU (tanh approximation) or SwiGLU."""
+    """width -> mlp_dim -> width, with GELU (tanh approximation or exact erf) or SwiGLU."""
 
     mlp_dim: int
     kind: str = "gelu"
@@ -147,7 +191,7 @@ class MlpBlock(nn.Module):
             gate = layers.dense(self.mlp_dim, ("embed", "mlp"), dtype=self.dtype)(x)
             hidden = nn.silu(gate) * hidden
         else:
-            hidden = nn.gelu(hidden)
+            hidden = nn.gelu(hidden, approximate=self.kind != "gelu_exact")
         dropout = layers.Dropout(self.dropout_rate, self.batch_axis_name)
         hidden = dropout(hidden, deterministic=not train)
         return layers.dense(width, ("mlp", "embed"), dtype=self.dtype)(hidden)
@@ -168,6 +212,9 @@ class TransformerBlock(nn.Module):
     dtype: Any = jnp.float32
     batch_axis_name: Any = None
     rotary: bool = False
+    norm_epsilon: float = NORM_EPSILON
+    # Dropout on the MLP's hidden units; None: dropout_rate. BERT has none there (0.0).
+    mlp_dropout_rate: float | None = None
 
     @nn.compact
     def __call__(
@@ -176,7 +223,10 @@ class TransformerBlock(nn.Module):
         mask: jax.Array | None = None,
         causal: bool = False,
         train: bool = False,
+        decode: bool = False,
+        positions: jax.Array | None = None,
     ) -> jax.Array:
+        """`decode` and `positions` go to the attention (KV cache; rotary positions)."""
         attention = MultiHeadAttention(
             self.num_heads,
             self.num_kv_heads,
@@ -186,12 +236,15 @@ class TransformerBlock(nn.Module):
             self.batch_axis_name,
             rotary=self.rotary,
         )
-        mlp = MlpBlock(self.mlp_dim, self.mlp, self.dropout_rate, self.dtype, self.batch_axis_name)
+        mlp_dropout = self.dropout_rate if self.mlp_dropout_rate is None else self.mlp_dropout_rate
+        mlp = MlpBlock(self.mlp_dim, self.mlp, mlp_dropout, self.dtype, self.batch_axis_name)
         for sublayer in (
-            lambda y: attention(y, mask=mask, causal=causal, train=train),
+            lambda y: attention(
+                y, mask=mask, causal=causal, positions=positions, decode=decode, train=train
+            ),
             lambda y: mlp(y, train=train),
         ):
-            normalise = make_norm(self.norm, self.dtype)
+            normalise = make_norm(self.norm, self.dtype, self.norm_epsilon)
             y = sublayer(normalise(x) if self.pre_norm else x)
             dropout = layers.Dropout(self.dropout_rate, self.batch_axis_name)
             x = x + dropout(y, deterministic=not train)
@@ -218,5 +271,85 @@ class Encoder(nn.Module):
         for index in range(self.num_layers):
             x = block_type(**self.block, name=f"block_{index}")(x, mask, causal, train)
         if self.block.get("pre_norm", True):
-            x = make_norm(self.block.get("norm", "layernorm"), self.block.get("dtype"))(x)
+            epsilon = self.block.get("norm_epsilon", NORM_EPSILON)
+            x = make_norm(self.block.get("norm", "layernorm"), self.block.get("dtype"), epsilon)(x)
         return x
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm decoder block of an encoder-decoder (T5): causal self-attention, cross-attention
+    over the encoder's outputs, then the MLP, each residual.
+
+    `source_mask` (B, S) is True at real source tokens; padded ones get no attention. Rotary
+    positions (when set) rotate the self-attention only: queries and keys of the
+    cross-attention live in different sequences, so their offsets mean nothing.
+    """
+
+    num_heads: int
+    mlp_dim: int
+    num_kv_heads: int = 0
+    norm: str = "layernorm"
+    mlp: str = "gelu"
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    implementation: str | None = None
+    dtype: Any = jnp.float32
+    batch_axis_name: Any = None
+    rotary: bool = False
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        encoded: jax.Array,
+        source_mask: jax.Array | None = None,
+        train: bool = False,
+    ) -> jax.Array:
+        def attention(rotary: bool, name: str) -> MultiHeadAttention:
+            return MultiHeadAttention(
+                self.num_heads,
+                self.num_kv_heads,
+                self.attention_dropout_rate,
+                self.implementation,
+                self.dtype,
+                self.batch_axis_name,
+                rotary=rotary,
+                name=name,
+            )
+
+        self_attention = attention(self.rotary, "self_attention")
+        cross_attention = attention(False, "cross_attention")
+        mlp = MlpBlock(self.mlp_dim, self.mlp, self.dropout_rate, self.dtype, self.batch_axis_name)
+        cross_mask = None if source_mask is None else source_mask[:, None, None, :]
+        for sublayer in (
+            lambda y: self_attention(y, causal=True, train=train),
+            lambda y: cross_attention(y, encoded, mask=cross_mask, train=train),
+            lambda y: mlp(y, train=train),
+        ):
+            y = sublayer(make_norm(self.norm, self.dtype)(x))
+            dropout = layers.Dropout(self.dropout_rate, self.batch_axis_name)
+            x = x + dropout(y, deterministic=not train)
+        return x
+
+
+class Decoder(nn.Module):
+    """`num_layers` DecoderBlocks over the target tokens' embeddings, then a final norm."""
+
+    num_layers: int
+    block: dict  # DecoderBlock's fields.
+    remat: bool = False
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        encoded: jax.Array,
+        *,
+        source_mask: jax.Array | None = None,
+        train: bool,
+    ) -> jax.Array:
+        # Argument 4 (counting self) is train, a Python value.
+        block_type = nn.remat(DecoderBlock, static_argnums=(4,)) if self.remat else DecoderBlock
+        for index in range(self.num_layers):
+            x = block_type(**self.block, name=f"block_{index}")(x, encoded, source_mask, train)
+        return make_norm(self.block.get("norm", "layernorm"), self.block.get("dtype"))(x)

@@ -7,8 +7,9 @@ import ml_collections
 from jaxdl.errors import unknown_name_error
 from jaxdl.tasks.base import Task
 from jaxdl.tasks.classification import ClassificationTask
+from jaxdl.tasks.language_model import LanguageModelTask
 
-TASKS = {"classification": ClassificationTask}
+TASKS = {"classification": ClassificationTask, "language_model": LanguageModelTask}
 TASK_NAMES = tuple(TASKS)
 
 

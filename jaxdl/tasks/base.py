@@ -73,6 +73,11 @@ class Task(abc.ABC):
         count = max(sums["count"], 1.0)
         return {name: value / count for name, value in sums.items() if name != "count"}
 
+    def summary_fields(self, test_metrics: dict[str, float]) -> dict[str, Any]:
+        """Top-level entries of summary.json from the test metrics (e.g. an LM's bits_per_char)."""
+        del test_metrics
+        return {}
+
     def params(self, state: Any) -> Any:
         """The parameters a run is judged by (summary fingerprint, exported weights)."""
         return state.params

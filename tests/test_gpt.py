@@ -1,0 +1,156 @@
+"""The decoder LM: causality, the KV cache, generation by key, and the language-model task."""
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdl.errors import UserInputError
+from jaxdl.models.gpt import DecoderLM
+from jaxdl.tasks.language_model import LanguageModelTask
+from jaxdl.text.generate import choose_tokens, filter_logits, generate, init_cache
+
+VOCAB = 40
+
+
+def _model(**fields) -> DecoderLM:
+    sizes = dict(hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64, max_length=24)
+    return DecoderLM(num_classes=VOCAB, vocab_size=VOCAB, **{**sizes, **fields})
+
+
+def _tokens(seed: int, shape=(2, 16)) -> jax.Array:
+    return jax.random.randint(jax.random.PRNGKey(seed), shape, 0, VOCAB)
+
+
+def _params(model: DecoderLM, tokens: jax.Array):
+    return model.init(jax.random.PRNGKey(0), tokens, train=False)["params"]
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rotary"])
+def test_output_at_t_ignores_later_inputs(positions):
+    model = _model(positions=positions)
+    tokens = _tokens(1)
+    params = _params(model, tokens)
+    changed = tokens.at[:, 9:].set((tokens[:, 9:] + 7) % VOCAB)
+    before = model.apply({"params": params}, tokens, train=False)
+    after = model.apply({"params": params}, changed, train=False)
+    np.testing.assert_array_equal(before[:, :9], after[:, :9])
+    assert not np.allclose(before[:, 9:], after[:, 9:])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"positions": "learned"},
+        {"positions": "rotary", "num_kv_heads": 2},  # Grouped-query attention.
+        {"positions": "sinusoidal", "norm": "rmsnorm", "mlp": "swiglu", "tie_embeddings": True},
+    ],
+)
+def test_kv_cache_decoding_equals_full_recomputation(fields):
+    model = _model(**fields)
+    tokens = _tokens(2)
+    params = _params(model, tokens)
+    full = model.apply({"params": params}, tokens, train=False)
+    cache = init_cache(model, params, batch_size=2, length=24)
+    pieces = []
+    # A 5-token prompt in one call, then one token per call.
+    for start, stop in [(0, 5), *((t, t + 1) for t in range(5, 16))]:
+        logits, variables = model.apply(
+            {"params": params, "cache": cache},
+            tokens[:, start:stop],
+            train=False,
+            decode=True,
+            mutable=["cache"],
+        )
+        cache = variables["cache"]
+        pieces.append(logits)
+    np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, atol=1e-5)
+    # The cache is what carries the prefix: the last token alone predicts something else.
+    alone = model.apply({"params": params}, tokens[:, 15:], train=False)
+    assert not np.allclose(alone[:, 0], full[:, 15], atol=1e-3)
+
+
+def test_greedy_generation_matches_argmax_of_full_recomputation():
+    model = _model()
+    prompt = _tokens(3, (2, 4))
+    params = _params(model, prompt)
+    generated = generate(
+        model, params, prompt, jax.random.PRNGKey(0), max_new_tokens=8, temperature=0.0
+    )
+    sequence = prompt
+    for _ in range(8):
+        logits = model.apply({"params": params}, sequence, train=False)
+        sequence = jnp.concatenate([sequence, jnp.argmax(logits[:, -1:], -1)], axis=1)
+    np.testing.assert_array_equal(generated, sequence[:, 4:])
+
+
+def test_sampling_is_fixed_by_the_key():
+    model = _model()
+    prompt = _tokens(4, (3, 2))
+    params = _params(model, prompt)
+    options = dict(max_new_tokens=12, temperature=1.0, top_k=10, top_p=0.9)
+    first = generate(model, params, prompt, jax.random.PRNGKey(5), **options)
+    again = generate(model, params, prompt, jax.random.PRNGKey(5), **options)
+    other = generate(model, params, prompt, jax.random.PRNGKey(6), **options)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    chex.assert_shape(first, (3, 12))
+
+
+def test_top_k_and_top_p_keep_the_right_tokens():
+    logits = jnp.log(jnp.array([[0.5, 0.2, 0.15, 0.1, 0.05]]))
+    kept = lambda filtered: np.isfinite(np.asarray(filtered[0])).tolist()  # noqa: E731
+    assert kept(filter_logits(logits, top_k=2)) == [True, True, False, False, False]
+    # 0.5 + 0.2 = 0.7 < 0.8, so the third token is still needed to reach 0.8.
+    assert kept(filter_logits(logits, top_p=0.8)) == [True, True, True, False, False]
+    assert kept(filter_logits(logits, top_p=0.5)) == [True, False, False, False, False]
+    assert kept(filter_logits(logits)) == [True] * 5
+    draws = jax.vmap(lambda key: choose_tokens(key, logits, 1.0, 2, 1.0))(
+        jax.random.split(jax.random.PRNGKey(0), 200)
+    )
+    assert set(np.asarray(draws).ravel().tolist()) == {0, 1}
+
+
+def test_bad_fields_name_the_field():
+    with pytest.raises(UserInputError, match=r"model\.num_kv_heads"):
+        _model(num_kv_heads=3)
+    with pytest.raises(UserInputError, match=r"model\.max_length"):
+        model = _model(max_length=8)
+        _params(model, _tokens(0))
+
+
+def test_language_model_eval_counts_tokens_and_reports_bits():
+    model = _model()
+    task = LanguageModelTask(model, tx=None, learning_rate=None)
+    tokens = _tokens(7, (4, 10))
+    batch = {"input": tokens[:, :-1], "target": tokens[:, 1:], "mask": jnp.array([1, 1, 1, 0.0])}
+    state = _eval_state(model, tokens[:, :-1])
+    sums = task.eval_step(state, batch)
+    assert float(sums["count"]) == 3 * 9  # Real rows times positions.
+    logits = model.apply({"params": state.params}, tokens[:3, :-1], train=False)
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:3, 1:, None], -1).sum()
+    np.testing.assert_allclose(sums["loss"], nll, rtol=1e-5)
+    metrics = task.finalize_eval({key: float(value) for key, value in sums.items()})
+    assert metrics["bits_per_char"] == pytest.approx(metrics["loss"] / math.log(2))
+    assert metrics["perplexity"] == pytest.approx(math.exp(metrics["loss"]))
+
+
+def _eval_state(model, tokens):
+    import optax
+
+    from jaxdl.tasks.state import TrainState
+
+    params = _params(model, tokens)
+    tx = optax.sgd(0.1)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        model_state={},
+        rng=jax.random.PRNGKey(0),
+        apply_fn=model.apply,
+        tx=tx,
+    )
