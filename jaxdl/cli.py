@@ -3,6 +3,7 @@
     jaxdl train --config experiments/digits_cnn.py --workdir runs/digits_cnn --config.seed=1
     jaxdl train ... --coordinator_address=10.0.0.1:1234 --num_processes=2 --process_id=0
     jaxdl eval --workdir runs/digits_cnn
+    jaxdl export-hf --workdir runs/bert --out exported/  # A BERT run for Hugging Face.
     jaxdl list
 
 `python -m jaxdl.train ...` is the same as `jaxdl train ...`. Exit codes: 0 done, 2 bad input,
@@ -299,6 +300,19 @@ def cmd_attention(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def cmd_export_hf(args: argparse.Namespace, rest: list[str]) -> int:
+    from jaxdl.export_hf import export_hf
+
+    if rest:
+        raise UserInputError(f"jaxdl export-hf takes no config overrides; got {' '.join(rest)}.")
+    _quiet_logs()
+    step = export_hf(Path(args.workdir), Path(args.out), args.checkpoint)
+    print(
+        f"wrote step {step} of {args.workdir} to {args.out}: config.json, model.safetensors, tokenizer"
+    )
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace, rest: list[str]) -> int:
     from jaxdl.engine import samples
 
@@ -377,6 +391,14 @@ def _parser() -> argparse.ArgumentParser:
     attention.add_argument("--out", help="PNG file to write (default WORKDIR/attention_maps.png)")
     attention.add_argument("--verbose", action="store_true", help=verbose_help)
     attention.set_defaults(handler=cmd_attention)
+    export = sub.add_parser(
+        "export-hf", help="write a BERT run as a Hugging Face checkpoint directory"
+    )
+    export.add_argument("--workdir", required=True)
+    export.add_argument("--out", required=True, help="new (or empty) directory to write")
+    export.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
+    export.add_argument("--verbose", action="store_true", help=verbose_help)
+    export.set_defaults(handler=cmd_export_hf)
     sample = sub.add_parser("sample", help="generate text from a language-model run")
     sample.add_argument("--workdir", required=True)
     sample.add_argument("--checkpoint", default="best", help="best, latest, or a step number")

@@ -1,4 +1,5 @@
-"""Starting a run from another run's parameters: `config.init_from=WORKDIR` or `WORKDIR:STEP`.
+"""Starting a run from another run's parameters: `config.init_from=WORKDIR` or `WORKDIR:STEP`,
+or from a Hugging Face BERT checkpoint: `hf:DIR` (init_from_hf.py).
 
 WORKDIR alone means its best checkpoint (as the loop keeps it: the best step named by the
 newest checkpoint's bookkeeping, else the newest). A fresh run starts from the source's
@@ -27,6 +28,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxdl.engine import init_from_hf
 from jaxdl.engine.checkpoints import READABLE_FORMATS
 from jaxdl.engine.setup import Setup, init_state
 from jaxdl.engine.workdir import CONFIG_FILE, write_json
@@ -249,10 +251,18 @@ def _checked_merge(spec: str, source: Source, plan: Setup) -> Merge:
     return merge
 
 
+def _hf_merge(spec: str, plan: Setup) -> tuple[dict[str, np.ndarray], Merge]:
+    arrays = init_from_hf.checked_arrays(spec, plan)
+    shapes = {path: tuple(value.shape) for path, value in arrays.items()}
+    return arrays, plan_merge(shapes, _target_shapes(plan.abstract_state))
+
+
 def check(plan: Setup, run_dir: Path) -> None:
     """The checks of `config.init_from` for a new run in `run_dir`, before it is written to."""
     spec = plan.config.get("init_from", "")
-    if spec:
+    if spec and init_from_hf.is_hf(spec):
+        _hf_merge(spec, plan)
+    elif spec:
         _checked_merge(spec, locate(spec, run_dir), plan)
 
 
@@ -262,9 +272,16 @@ def start_state(plan: Setup, workdir: Path, report: Callable[[str], None]) -> An
     spec = plan.config.get("init_from", "")
     if not spec:
         return state
-    source = locate(spec, workdir)
-    merge = _checked_merge(spec, source, plan)
-    arrays = read_arrays(spec, source)
+    if init_from_hf.is_hf(spec):
+        arrays, merge = _hf_merge(spec, plan)
+        origin = {"hf": str(init_from_hf.directory(spec).resolve())}
+        if jax.process_index() == 0:
+            init_from_hf.keep_source_files(spec, workdir)
+    else:
+        source = locate(spec, workdir)
+        merge = _checked_merge(spec, source, plan)
+        arrays = read_arrays(spec, source)
+        origin = {"workdir": str(source.workdir), "step": source.step}
     paths, leaves, treedef = param_paths(state)
     merged = []
     for path, leaf in zip(paths, leaves, strict=True):
@@ -277,7 +294,7 @@ def start_state(plan: Setup, workdir: Path, report: Callable[[str], None]) -> An
             merged.append(_placed(arrays[path], leaf))
         else:
             merged.append(leaf)
-    record = _record(source, merge)
+    record = _record(origin, merge)
     if jax.process_index() == 0:
         write_json(workdir / REPORT_FILE, record)
     report(describe(record, merge))
@@ -290,10 +307,10 @@ def _placed(value: np.ndarray, like: jax.Array) -> jax.Array:
     return jax.make_array_from_callback(like.shape, like.sharding, lambda index: value[index])
 
 
-def _record(source: Source, merge: Merge) -> dict[str, Any]:
+def _record(origin: dict[str, Any], merge: Merge) -> dict[str, Any]:
+    """The report: the source ('workdir' and 'step', or 'hf') and what was done per array."""
     return {
-        "workdir": str(source.workdir),
-        "step": source.step,
+        **origin,
         "copied": len(merge.copied),
         "reinitialized": sorted(merge.reinitialized),
         "interpolated": sorted(merge.interpolated),
@@ -306,7 +323,8 @@ def _shape(shape: tuple[int, ...] | None) -> str:
 
 def describe(record: dict[str, Any], merge: Merge) -> str:
     """The one line a run prints about where its parameters came from."""
-    line = f"jaxdl: init_from {record['workdir']} step {record['step']}: copied {record['copied']} arrays"
+    where = f"hf:{record['hf']}" if "hf" in record else f"{record['workdir']} step {record['step']}"
+    line = f"jaxdl: init_from {where}: copied {record['copied']} arrays"
     if merge.reinitialized:
         line += "; re-initialised " + ", ".join(
             f"{path} {_shape(old)}->{_shape(new)}"

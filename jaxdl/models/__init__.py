@@ -9,6 +9,7 @@ import flax.linen as nn
 from ml_collections import ConfigDict
 
 from jaxdl.errors import UserInputError, close_matches, unknown_name_error
+from jaxdl.models.bert import Bert
 from jaxdl.models.cnn import CNN, LeNet5
 from jaxdl.models.gpt import DecoderLM
 from jaxdl.models.layers import resolve_dtype
@@ -26,6 +27,7 @@ _FAMILIES: Mapping[str, type[nn.Module]] = MappingProxyType(
         "vit": VisionTransformer,
         "rnn": RNN,
         "gpt": DecoderLM,
+        "bert": Bert,
     }
 )
 
@@ -39,6 +41,7 @@ __all__ = [
     "MLP",
     "MODEL_NAMES",
     "RNN",
+    "Bert",
     "DecoderLM",
     "LeNet5",
     "ResNet",
