@@ -2,7 +2,7 @@
 
 DIR gets config.json, model.safetensors (written with safetensors.numpy) and the tokenizer
 files, which `transformers` loads as BertModel, BertForSequenceClassification or
-BertForMaskedLM. Parameter names come from the table the import reads (pretrained.name_table).
+BertForMaskedLM. Parameter names come from the table the import reads (hf_names.py).
 The tokenizer is the source's when the run started from `hf:DIR` (init_from keeps a copy in the
 workdir's hf_source/); a run on a byte-level dataset (ids 0-255, 0 pads) gets a byte-level
 tokenizer.json that gives the same ids. DIR must not exist, or be empty: nothing is overwritten.
@@ -18,7 +18,7 @@ import numpy as np
 import safetensors.numpy
 import tokenizers
 
-from jaxdl import pretrained
+from jaxdl import hf_names, pretrained
 from jaxdl.engine.evaluation import restore_checkpoint
 from jaxdl.engine.init_from_hf import SOURCE_DIR
 from jaxdl.errors import UserInputError
@@ -62,8 +62,8 @@ def export_hf(workdir: Path, out: Path, checkpoint: str = "best") -> int:
         for path, leaf in zip(paths, leaves, strict=True)
     }
     weights = {
-        hf_name: np.ascontiguousarray(pretrained.to_hf(kind, params[path]), np.float32)
-        for hf_name, path, kind in pretrained.name_table(model.num_layers)
+        hf_name: np.ascontiguousarray(hf_names.to_hf(kind, params[path]), np.float32)
+        for hf_name, path, kind in hf_names.name_table(model.num_layers)
         if path in params
     }
     out.mkdir(parents=True, exist_ok=True)

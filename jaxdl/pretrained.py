@@ -7,7 +7,7 @@
 
 The weights are read from safetensors only: a `pytorch_model.bin` is a pickle, which can run
 code when loaded, so it is refused. Checkpoint names (with or without the 'bert.' prefix) map
-onto the parameters of `jaxdl.models.bert.Bert` through one table, `name_table`, which
+onto the parameters of `jaxdl.models.bert.Bert` through one table (hf_names.py), which
 `jaxdl export-hf` (export_hf.py) reads backwards. Tokens come from the `tokenizers` library
 reading the checkpoint's tokenizer.json, so the ids are the Hugging Face tokenizer's.
 """
@@ -27,6 +27,7 @@ import tokenizers
 from flax import traverse_util
 
 from jaxdl.errors import UserInputError, one_line
+from jaxdl.hf_names import BASE_PREFIX, hf_shape, name_table, to_flax
 from jaxdl.models.bert import BertEncoder
 
 CONFIG_FILE = "config.json"
@@ -45,104 +46,6 @@ PICKLE_FILES = (
 MODEL_TYPES = ("bert",)
 # config.json's hidden_act -> the MLP kind of transformer.py (BERT's "gelu" is the erf form).
 ACTIVATIONS = {"gelu": "gelu_exact", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu"}
-BASE_PREFIX = "bert."  # Task models (BertForMaskedLM, ...) nest the encoder under this name.
-
-
-def name_table(num_layers: int) -> list[tuple[str, str, str]]:
-    """(checkpoint name, path in Bert's params, conversion) for every mapped array.
-
-    Names starting with 'bert.' take the prefix only in task models; the others ('classifier',
-    'cls.predictions') never have it. Conversions: 'copy'; 'dense' (torch Linear (out, in) ->
-    kernel (in, out)); 'qkv' and 'qkv_bias' (outputs split into heads); 'attn_out' (inputs split).
-    """
-    table = [
-        ("bert.embeddings.word_embeddings.weight", "bert/word_embeddings/embedding", "copy"),
-        (
-            "bert.embeddings.position_embeddings.weight",
-            "bert/position_embeddings/embedding",
-            "copy",
-        ),
-        (
-            "bert.embeddings.token_type_embeddings.weight",
-            "bert/token_type_embeddings/embedding",
-            "copy",
-        ),
-        ("bert.embeddings.LayerNorm.weight", "bert/embeddings_norm/scale", "copy"),
-        ("bert.embeddings.LayerNorm.bias", "bert/embeddings_norm/bias", "copy"),
-    ]
-    for index in range(num_layers):
-        hf, ours = f"bert.encoder.layer.{index}.", f"bert/encoder/block_{index}/"
-        attention = ours + "MultiHeadAttention_0/"
-        for number, name in enumerate(("query", "key", "value")):
-            table.append(
-                (
-                    f"{hf}attention.self.{name}.weight",
-                    f"{attention}DenseGeneral_{number}/kernel",
-                    "qkv",
-                )
-            )
-            table.append(
-                (
-                    f"{hf}attention.self.{name}.bias",
-                    f"{attention}DenseGeneral_{number}/bias",
-                    "qkv_bias",
-                )
-            )
-        table += [
-            (f"{hf}attention.output.dense.weight", f"{attention}DenseGeneral_3/kernel", "attn_out"),
-            (f"{hf}attention.output.dense.bias", f"{attention}DenseGeneral_3/bias", "copy"),
-            # Post-norm: LayerNorm_0 follows attention, LayerNorm_1 the MLP.
-            (f"{hf}attention.output.LayerNorm.weight", f"{ours}LayerNorm_0/scale", "copy"),
-            (f"{hf}attention.output.LayerNorm.bias", f"{ours}LayerNorm_0/bias", "copy"),
-            (f"{hf}intermediate.dense.weight", f"{ours}MlpBlock_0/Dense_0/kernel", "dense"),
-            (f"{hf}intermediate.dense.bias", f"{ours}MlpBlock_0/Dense_0/bias", "copy"),
-            (f"{hf}output.dense.weight", f"{ours}MlpBlock_0/Dense_1/kernel", "dense"),
-            (f"{hf}output.dense.bias", f"{ours}MlpBlock_0/Dense_1/bias", "copy"),
-            (f"{hf}output.LayerNorm.weight", f"{ours}LayerNorm_1/scale", "copy"),
-            (f"{hf}output.LayerNorm.bias", f"{ours}LayerNorm_1/bias", "copy"),
-        ]
-    return table + HEAD_TABLE
-
-
-# The heads: BertModel's pooler, BertForSequenceClassification's classifier and
-# BertForMaskedLM's prediction head (its decoder weight is the word embeddings).
-HEAD_TABLE = [
-    ("bert.pooler.dense.weight", "pooler/kernel", "dense"),
-    ("bert.pooler.dense.bias", "pooler/bias", "copy"),
-    ("classifier.weight", "classifier/kernel", "dense"),
-    ("classifier.bias", "classifier/bias", "copy"),
-    ("cls.predictions.transform.dense.weight", "mlm_transform/kernel", "dense"),
-    ("cls.predictions.transform.dense.bias", "mlm_transform/bias", "copy"),
-    ("cls.predictions.transform.LayerNorm.weight", "mlm_norm/scale", "copy"),
-    ("cls.predictions.transform.LayerNorm.bias", "mlm_norm/bias", "copy"),
-    ("cls.predictions.bias", "mlm_bias", "copy"),
-]
-
-
-def to_flax(kind: str, array: np.ndarray, num_heads: int) -> np.ndarray:
-    """A checkpoint array in the layout of the parameter it maps to."""
-    if kind == "dense":
-        return array.T
-    if kind == "qkv":  # (heads * head_dim, hidden): output index h * head_dim + d.
-        return array.T.reshape(array.shape[1], num_heads, -1)
-    if kind == "qkv_bias":
-        return array.reshape(num_heads, -1)
-    if kind == "attn_out":  # (hidden, heads * head_dim) -> (heads, head_dim, hidden)
-        return array.T.reshape(num_heads, -1, array.shape[0])
-    return array
-
-
-def to_hf(kind: str, array: np.ndarray) -> np.ndarray:
-    """The inverse of `to_flax`."""
-    if kind == "dense":
-        return array.T
-    if kind == "qkv":
-        return array.reshape(array.shape[0], -1).T
-    if kind == "qkv_bias":
-        return array.reshape(-1)
-    if kind == "attn_out":
-        return array.reshape(-1, array.shape[-1]).T
-    return array
 
 
 def _need(directory: Path, name: str, fix: str) -> Path:
@@ -194,6 +97,11 @@ def read_config(directory: Path) -> dict[str, Any]:
         value = config.get(field)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserInputError(f"{path}: {field}={value!r} must be a positive integer.")
+    if config["hidden_size"] % config["num_attention_heads"]:
+        raise UserInputError(
+            f"{path}: hidden_size={config['hidden_size']} is not divisible by "
+            f"num_attention_heads={config['num_attention_heads']}."
+        )
     return config
 
 
@@ -275,16 +183,16 @@ def checkpoint_params(directory: Path) -> tuple[dict[str, Any], dict[str, np.nda
                     f"complete BERT checkpoint for config.json ({fields['num_layers']} layers)."
                 )
             continue
-        value = to_flax(kind, np.asarray(value, np.float32), fields["num_heads"])
         expected = shapes.get(path)
-        if expected is not None and value.shape != expected:
+        if expected is not None and value.shape != hf_shape(kind, expected):
             raise UserInputError(
-                f"{directory / WEIGHTS_FILE}: {hf_name} has shape {tuple(np.shape(weights.get(hf_name, weights.get(short))))}, "
-                f"which does not fit config.json (vocab_size={fields['vocab_size']}, hidden_size="
-                f"{fields['hidden_size']}, intermediate_size={fields['mlp_dim']}, "
-                f"max_position_embeddings={fields['max_length']}); fix config.json or the weights."
+                f"{directory / WEIGHTS_FILE}: {hf_name} has shape {tuple(value.shape)}, not "
+                f"{hf_shape(kind, expected)} as config.json says (vocab_size="
+                f"{fields['vocab_size']}, hidden_size={fields['hidden_size']}, intermediate_size="
+                f"{fields['mlp_dim']}, max_position_embeddings={fields['max_length']}); fix "
+                "config.json or the weights."
             )
-        arrays[path] = value
+        arrays[path] = to_flax(kind, np.asarray(value, np.float32), fields["num_heads"])
     return fields, arrays
 
 

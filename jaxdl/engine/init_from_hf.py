@@ -20,17 +20,17 @@ from jaxdl.errors import UserInputError
 
 HF_PREFIX = "hf:"
 SOURCE_DIR = "hf_source"
-# Bert's fields that the checkpoint fixes, and config.json's names for them.
-FIXED_FIELDS = {
-    "hidden_size": "hidden_size",
-    "num_layers": "num_hidden_layers",
-    "num_heads": "num_attention_heads",
-    "mlp_dim": "intermediate_size",
-    "max_length": "max_position_embeddings",
-    "type_vocab_size": "type_vocab_size",
-    "norm_epsilon": "layer_norm_eps",
-    "mlp": "hidden_act",
-}
+# Bert's fields that the checkpoint fixes (pretrained.model_fields reads them from config.json).
+FIXED_FIELDS = (
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "mlp_dim",
+    "max_length",
+    "type_vocab_size",
+    "norm_epsilon",
+    "mlp",
+)
 
 
 def is_hf(spec: str) -> bool:
