@@ -18,6 +18,7 @@ from jaxdl.data.text_sources import (
     load_stdlib_chars,
 )
 from jaxdl.data.tfds_sources import TFDS_IMAGE_DATASETS, load_digits, load_tfds_images
+from jaxdl.data.tfds_text import TFDS_TEXT_DATASETS, load_tfds_text
 from jaxdl.errors import UserInputError, unknown_name_error
 
 # Each loader takes keyword arguments data_dir, validation_fraction, input_kind.
@@ -26,6 +27,7 @@ _LOADERS: dict[str, Callable[..., DatasetSpec]] = {
     **{name: functools.partial(load_tfds_images, name) for name in TFDS_IMAGE_DATASETS},
     IMAGENET: load_imagenet,
     STDLIB_CHARS: load_stdlib_chars,
+    **{name: functools.partial(load_tfds_text, name) for name in TFDS_TEXT_DATASETS},
     **{name: functools.partial(load_algorithmic, name) for name in ALGORITHMIC_NAMES},
 }
 # Datasets whose images come in mixed sizes and are resized to data.image_size.
