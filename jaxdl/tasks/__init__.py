@@ -8,8 +8,13 @@ from jaxdl.errors import unknown_name_error
 from jaxdl.tasks.base import Task
 from jaxdl.tasks.classification import ClassificationTask
 from jaxdl.tasks.language_model import LanguageModelTask
+from jaxdl.tasks.masked_lm import MaskedLMTask
 
-TASKS = {"classification": ClassificationTask, "language_model": LanguageModelTask}
+TASKS = {
+    "classification": ClassificationTask,
+    "language_model": LanguageModelTask,
+    "masked_lm": MaskedLMTask,
+}
 TASK_NAMES = tuple(TASKS)
 
 
