@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax.core import meta
 
 from jaxdl.errors import UserInputError
 from jaxdl.models.gpt import DecoderLM
@@ -153,4 +154,22 @@ def _eval_state(model, tokens):
         rng=jax.random.PRNGKey(0),
         apply_fn=model.apply,
         tx=tx,
+    )
+
+
+def test_scanned_layers_compute_what_the_loop_computes():
+    looped, scanned = _model(num_layers=3), _model(num_layers=3, scan_layers=True, remat=True)
+    tokens = _tokens(8)
+    params = meta.unbox(_params(looped, tokens))
+    blocks = [params.pop(f"block_{index}") for index in range(3)]
+    stacked = {**params, "layers": {"block": jax.tree.map(lambda *x: jnp.stack(x), *blocks)}}
+    chex.assert_trees_all_equal_shapes(stacked, meta.unbox(_params(scanned, tokens)))
+    np.testing.assert_allclose(
+        scanned.apply({"params": stacked}, tokens, train=False),
+        looped.apply(
+            {"params": {**params, **{f"block_{i}": b for i, b in enumerate(blocks)}}},
+            tokens,
+            train=False,
+        ),
+        atol=1e-5,
     )

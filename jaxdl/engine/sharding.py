@@ -38,6 +38,7 @@ LOGICAL_AXIS_RULES: dict[str, str | tuple[str, ...] | None] = {
     "conv_out": TENSOR_AXIS,
     "classes": None,  # Logits: small, and the loss wants them whole.
     "norm": None,  # Norm scales and biases are tiny.
+    "layers": None,  # The stacked axis of blocks scanned over layers.
 }
 
 # Tensors smaller than this stay replicated over fsdp: splitting them saves nothing worth a gather.

@@ -18,7 +18,13 @@ import jax.numpy as jnp
 
 from jaxdl.errors import UserInputError
 from jaxdl.models import layers
-from jaxdl.models.transformer import MLP_KINDS, NORMS, TransformerBlock, make_norm
+from jaxdl.models.transformer import (
+    MLP_KINDS,
+    NORMS,
+    TransformerBlock,
+    make_norm,
+    scanned_blocks,
+)
 from jaxdl.models.transformer import sinusoidal_positions as sinusoidal_table
 
 POSITIONS = ("learned", "sinusoidal", "rotary")
@@ -41,6 +47,7 @@ class DecoderLM(nn.Module):
     dropout_rate: float = 0.0
     tie_embeddings: bool = False
     remat: bool = False
+    scan_layers: bool = False  # One nn.scan over the blocks: compiles once for any depth.
     attention: str = "auto"  # 'auto' lets JAX choose; 'cudnn' (GPU only) or 'xla'.
     dtype: Any = jnp.float32
     batch_axis_name: Any = None
@@ -92,26 +99,34 @@ class DecoderLM(nn.Module):
             table = sinusoidal_table(self.max_length, self.hidden_size)
             x = x + jax.lax.dynamic_slice_in_dim(table, start, length).astype(x.dtype)
         x = layers.Dropout(self.dropout_rate, self.batch_axis_name)(x, deterministic=not train)
-        # Counting self, arguments 3-5 (causal, train, decode) are Python values, not arrays.
-        block_type = (
-            nn.remat(TransformerBlock, static_argnums=(3, 4, 5)) if self.remat else TransformerBlock
-        )
+        block = {
+            "num_heads": self.num_heads,
+            "mlp_dim": self.mlp_dim,
+            "num_kv_heads": self.num_kv_heads,
+            "norm": self.norm,
+            "mlp": self.mlp,
+            "dropout_rate": self.dropout_rate,
+            "implementation": None if self.attention == "auto" else self.attention,
+            "dtype": self.dtype,
+            "batch_axis_name": self.batch_axis_name,
+            "rotary": self.positions == "rotary",
+        }
         positions = start + jnp.arange(length)
-        for index in range(self.num_layers):
-            block = block_type(
-                num_heads=self.num_heads,
-                mlp_dim=self.mlp_dim,
-                num_kv_heads=self.num_kv_heads,
-                norm=self.norm,
-                mlp=self.mlp,
-                dropout_rate=self.dropout_rate,
-                implementation=None if self.attention == "auto" else self.attention,
-                dtype=self.dtype,
-                batch_axis_name=self.batch_axis_name,
-                rotary=self.positions == "rotary",
-                name=f"block_{index}",
+        if self.scan_layers:
+            stack = scanned_blocks(
+                block, self.num_layers, remat=self.remat, causal=True, train=train, decode=decode
             )
-            x = block(x, None, True, train, decode, positions)
+            x, _ = stack(x, None, positions)
+        else:
+            # Counting self, arguments 3-5 (causal, train, decode) are Python values.
+            block_type = (
+                nn.remat(TransformerBlock, static_argnums=(3, 4, 5))
+                if self.remat
+                else TransformerBlock
+            )
+            for index in range(self.num_layers):
+                layer = block_type(**block, name=f"block_{index}")
+                x = layer(x, None, True, train, decode, positions)
         x = make_norm(self.norm, self.dtype)(x)
         if self.tie_embeddings:
             logits = embed.attend(x)

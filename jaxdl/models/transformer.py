@@ -252,24 +252,68 @@ class TransformerBlock(nn.Module):
         return x
 
 
+class _LayerStep(nn.Module):
+    """One block as a step of `nn.scan` over layers: (x, broadcast args) -> (x, nothing)."""
+
+    block: dict
+    causal: bool
+    train: bool
+    decode: bool
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, mask: jax.Array | None, positions: jax.Array | None
+    ) -> tuple[jax.Array, None]:
+        block = TransformerBlock(**self.block, name="block")
+        return block(x, mask, self.causal, self.train, self.decode, positions), None
+
+
+def scanned_blocks(
+    block: dict, num_layers: int, *, remat: bool, causal: bool, train: bool, decode: bool = False
+) -> nn.Module:
+    """`num_layers` TransformerBlocks as one `nn.scan`: the step compiles once, not once per
+    layer, and every parameter (and KV cache) gets a leading 'layers' axis. Call it as
+    `x, _ = stack(x, mask, positions)` inside a compact method."""
+    step = nn.remat(_LayerStep) if remat else _LayerStep
+    scanned = nn.scan(
+        step,
+        variable_axes={"params": 0, "cache": 0, "intermediates": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(nn.broadcast, nn.broadcast),
+        length=num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
+    return scanned(block=block, causal=causal, train=train, decode=decode, name="layers")
+
+
 class Encoder(nn.Module):
     """`num_layers` blocks, then a final norm (pre-norm only). `remat` recomputes each block's
-    activations in the backward pass instead of holding them (less memory, more compute)."""
+    activations in the backward pass instead of holding them (less memory, more compute);
+    `scan` runs the blocks as one `nn.scan` over layers (see `scanned_blocks`)."""
 
     num_layers: int
     block: dict  # TransformerBlock's fields.
     remat: bool = False
+    scan: bool = False
 
     @nn.compact
     def __call__(
         self, x: jax.Array, *, mask: jax.Array | None = None, causal: bool = False, train: bool
     ) -> jax.Array:
-        # Arguments 3 and 4 (counting self): causal and train are Python values, not arrays.
-        block_type = (
-            nn.remat(TransformerBlock, static_argnums=(3, 4)) if self.remat else TransformerBlock
-        )
-        for index in range(self.num_layers):
-            x = block_type(**self.block, name=f"block_{index}")(x, mask, causal, train)
+        if self.scan:
+            stack = scanned_blocks(
+                self.block, self.num_layers, remat=self.remat, causal=causal, train=train
+            )
+            x, _ = stack(x, mask, None)
+        else:
+            # Arguments 3 and 4 (counting self): causal and train are Python values.
+            block_type = (
+                nn.remat(TransformerBlock, static_argnums=(3, 4))
+                if self.remat
+                else TransformerBlock
+            )
+            for index in range(self.num_layers):
+                x = block_type(**self.block, name=f"block_{index}")(x, mask, causal, train)
         if self.block.get("pre_norm", True):
             epsilon = self.block.get("norm_epsilon", NORM_EPSILON)
             x = make_norm(self.block.get("norm", "layernorm"), self.block.get("dtype"), epsilon)(x)

@@ -1,0 +1,96 @@
+"""Language-model runs through the real CLI: bits_per_char in summary.json, exact resume after a
+kill, and `jaxdl sample` with its error conventions."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from jaxdl.cli import EXIT_BAD_INPUT
+from tests.run_helpers import REPO, run_train, summary
+
+QUICK_GPT = "experiments/stdlib_gpt.py:quick"
+
+
+def _overrides(data_dir: str) -> tuple[str, ...]:
+    return (f"--config.data.data_dir={data_dir}", "--config.train.checkpoint_every=10")
+
+
+@pytest.fixture(scope="module")
+def gpt_run(sequence_data_dir, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("gpt") / "run"
+    result = run_train(workdir, *_overrides(sequence_data_dir), config=QUICK_GPT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def test_summary_reports_bits_per_char(gpt_run):
+    facts = summary(gpt_run)
+    bits = facts["bits_per_char"]
+    assert bits == facts["final_metrics"]["test/bits_per_char"]
+    # 40 steps on a tiny corpus of repeated lines: well below the 8 bits of a uniform byte.
+    assert 0.0 < bits < 6.0, bits
+
+
+def test_killed_lm_run_resumes_to_identical_parameters(gpt_run, sequence_data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    overrides = _overrides(sequence_data_dir)
+    killed = run_train(workdir, *overrides, faults="kill_at_step=25", config=QUICK_GPT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    resumed = run_train(workdir, *overrides, config=QUICK_GPT)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming at step 20" in resumed.stdout
+    assert summary(workdir)["params_fingerprint"] == summary(gpt_run)["params_fingerprint"]
+    assert summary(workdir)["final_metrics"] == summary(gpt_run)["final_metrics"]
+
+
+def _sample(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jaxdl.cli", "sample", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_sample_is_fixed_by_the_seed(gpt_run):
+    common = ("--workdir", str(gpt_run), "--prompt", "def ", "--max_new_tokens", "12")
+    first = _sample(*common, "--seed", "0", "--num", "2", "--top_k", "20")
+    again = _sample(*common, "--seed", "0", "--num", "2", "--top_k", "20")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.stdout == again.stdout
+    texts = [line for line in first.stdout.splitlines() if line.startswith("def ")]
+    assert len(texts) >= 2
+    greedy = _sample(*common, "--temperature", "0")
+    assert greedy.returncode == 0 and greedy.stdout.startswith("def ")
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (("--max_new_tokens", "5000"), "max_length"),
+        (("--top_p", "0"), "--top_p"),
+        (("--checkpoint", "7"), "--checkpoint 7"),
+    ],
+)
+def test_bad_sample_requests_exit_2_with_one_line(gpt_run, args, names):
+    before = sorted(p.name for p in gpt_run.rglob("*"))
+    result = _sample("--workdir", str(gpt_run), "--prompt", "x", *args)
+    assert result.returncode == EXIT_BAD_INPUT
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and names in lines[0], result.stderr
+    assert sorted(p.name for p in gpt_run.rglob("*")) == before
+
+
+def test_sample_refuses_a_classification_run(run_dir):
+    result = _sample("--workdir", str(run_dir), "--prompt", "x")
+    assert result.returncode == EXIT_BAD_INPUT
+    assert "language_model" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_summary_is_json_with_perplexity(gpt_run):
+    final = json.loads((gpt_run / "summary.json").read_text())["final_metrics"]
+    assert {"test/loss", "test/accuracy", "test/perplexity", "test/bits_per_char"} <= set(final)
