@@ -30,6 +30,7 @@ def get_config(variant: str = ""):
     config.model.mlp = "swiglu"
     config.model.dropout_rate = 0.0
     config.model.dtype = "bfloat16"
+    config.model.attention = "auto"  # "cudnn" on a GPU: the fused cuDNN kernel.
 
     config.optimizer.name = "adamw"
     config.optimizer.learning_rate = 6e-4

@@ -68,3 +68,12 @@ def test_full_config_passes_setup(tmp_path, name):
         plan = loop.setup(config)
     assert plan.dataset.name == config.data.name
     assert plan.dataset.vocab_size == 256
+
+
+@pytest.mark.slow
+def test_lm_throughput_benchmark_quick_mode(capsys):
+    from benchmarks import lm_throughput
+
+    assert lm_throughput.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "| xla | float32 | 4 |" in out and "Tokens/s" in out
