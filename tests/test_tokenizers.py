@@ -41,3 +41,29 @@ def test_char_round_trip_unknown_and_save(tmp_path):
     path.write_text('{"kind": "byte"}')
     with pytest.raises(ValueError, match="not a saved CharTokenizer"):
         CharTokenizer.load(path)
+
+
+def test_bpe_trains_on_a_corpus_and_round_trips_through_its_file(tmp_path):
+    from jaxdl.text.subword import SubwordTokenizer
+
+    corpus = ["def function(argument):\n    return argument + 1\n"] * 50 + TEXTS
+    bpe = SubwordTokenizer.train_bpe(corpus, vocab_size=300)
+    assert bpe.vocab_size <= 300 and (bpe.pad_id, bpe.bos_id, bpe.eos_id) == (0, 1, 2)
+    text = "def function(x):\n    return naïve ✓"
+    ids = bpe.encode(text, bos=True, eos=True)
+    assert ids.dtype == np.int32 and ids[0] == bpe.bos_id and ids[-1] == bpe.eos_id
+    # Merges learned from the corpus make common words shorter than their bytes.
+    assert len(bpe.encode("function")) < len("function")
+    assert bpe.decode(ids) == text
+    bpe.save(tmp_path / "tokenizer.json")
+    again = SubwordTokenizer.load(tmp_path / "tokenizer.json")
+    np.testing.assert_array_equal(again.encode(text), bpe.encode(text))
+
+
+def test_bad_tokenizer_file_is_a_clear_error(tmp_path):
+    from jaxdl.errors import UserInputError
+    from jaxdl.text.subword import SubwordTokenizer
+
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(UserInputError, match=r"tokenizer\.json"):
+        SubwordTokenizer.load(tmp_path / "tokenizer.json")

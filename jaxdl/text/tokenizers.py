@@ -1,7 +1,7 @@
 """Built-in tokenisers: byte level (any text, no vocabulary to fit) and character level.
 
 Both map text to int32 ids and back and reserve ids for padding, beginning and end of
-sequence. Subword (BPE) tokenisers come from the `tokenizers` library instead.
+sequence. Subword (BPE) tokenisers come from the `tokenizers` library (text/subword.py).
 """
 
 import dataclasses
