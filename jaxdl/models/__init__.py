@@ -16,6 +16,7 @@ from jaxdl.models.layers import resolve_dtype
 from jaxdl.models.mlp import MLP
 from jaxdl.models.resnet import ResNet
 from jaxdl.models.rnn import RNN
+from jaxdl.models.seq2seq import Seq2SeqTransformer
 from jaxdl.models.vit import VisionTransformer
 
 _FAMILIES: Mapping[str, type[nn.Module]] = MappingProxyType(
@@ -28,6 +29,7 @@ _FAMILIES: Mapping[str, type[nn.Module]] = MappingProxyType(
         "rnn": RNN,
         "gpt": DecoderLM,
         "bert": Bert,
+        "seq2seq": Seq2SeqTransformer,
     }
 )
 
@@ -45,6 +47,7 @@ __all__ = [
     "DecoderLM",
     "LeNet5",
     "ResNet",
+    "Seq2SeqTransformer",
     "VisionTransformer",
     "build_model",
     "model_fields",

@@ -9,11 +9,13 @@ from jaxdl.tasks.base import Task
 from jaxdl.tasks.classification import ClassificationTask
 from jaxdl.tasks.language_model import LanguageModelTask
 from jaxdl.tasks.masked_lm import MaskedLMTask
+from jaxdl.tasks.seq2seq import Seq2SeqTask
 
 TASKS = {
     "classification": ClassificationTask,
     "language_model": LanguageModelTask,
     "masked_lm": MaskedLMTask,
+    "seq2seq": Seq2SeqTask,
 }
 TASK_NAMES = tuple(TASKS)
 

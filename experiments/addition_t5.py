@@ -1,0 +1,54 @@
+"""A small T5-style encoder-decoder adding two 5-digit numbers.
+
+python -m jaxdl.cli train --config experiments/addition_t5.py --workdir runs/addition_t5
+"""
+
+from jaxdl.config import base_config, check_variant, make_quick
+
+
+def get_config(variant: str = ""):
+    check_variant(variant)
+    config = base_config()
+    config.data.name = "algorithmic/addition"
+    config.data.batch_size = 128
+    config.data.eval_batch_size = 200
+
+    config.task.name = "seq2seq"
+    config.task.beam_size = 1  # Greedy decoding in evaluation.
+    config.task.length_penalty = 0.6  # GNMT's alpha, for beam_size > 1.
+    config.task.max_source_length = 11  # "ddddd+ddddd": cheaper steps than the 40-wide rows.
+    config.task.max_target_length = 7  # 6 digits and EOS.
+
+    config.model.name = "seq2seq"
+    config.model.hidden_size = 128
+    config.model.encoder_layers = 2
+    config.model.decoder_layers = 2
+    config.model.num_heads = 4
+    config.model.mlp_dim = 256
+    config.model.positions = "learned"
+    config.model.max_length = 32
+    config.model.dropout_rate = 0.0
+    config.model.dtype = "float32"
+
+    config.optimizer.name = "adamw"
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.weight_decay = 0.01
+    config.optimizer.grad_clip_norm = 1.0
+    config.schedule.name = "warmup_cosine"
+    config.schedule.warmup_steps = 200
+
+    config.train.num_steps = 6000
+    config.train.log_every = 100
+    config.train.eval_every = 500
+    config.train.checkpoint_every = 1000
+    config.train.monitor = "exact_match"
+    config.train.monitor_mode = "max"
+
+    if variant == "quick":
+        config.model.hidden_size = 32
+        config.model.encoder_layers = 1
+        config.model.decoder_layers = 1
+        config.model.mlp_dim = 64
+        config.data.eval_batch_size = 64
+        make_quick(config)
+    return config
