@@ -252,11 +252,26 @@ def test_build_model_passes_fields():
 
 
 def test_model_names_and_fields():
-    assert MODEL_NAMES == ("mlp", "cnn", "lenet5", "resnet", "vit")
+    images = ("mlp", "cnn", "lenet5", "resnet", "vit")
+    sequences = ("rnn", "gpt", "bert", "seq2seq")
+    assert images + sequences == MODEL_NAMES
     assert model_fields("lenet5") == ("activation", "pooling", "dtype")
     for name in MODEL_NAMES:
+        # Both come from the dataset (build_model's arguments), never from the model config.
         assert "num_classes" not in model_fields(name)
+        assert "vocab_size" not in model_fields(name)
         assert "dtype" in model_fields(name)
+
+
+def test_vocab_size_comes_from_the_dataset_not_the_config():
+    model = build_model(
+        ml_collections.ConfigDict({"name": "gpt", "hidden_size": 16, "num_heads": 2}),
+        num_classes=7,
+        vocab_size=9,
+    )
+    assert (model.num_classes, model.vocab_size) == (7, 9)
+    with pytest.raises(UserInputError, match=r"model\.vocab_size is taken from the dataset"):
+        build_model(ml_collections.ConfigDict({"name": "gpt", "vocab_size": 9}), num_classes=7)
 
 
 def test_unknown_model_name():
