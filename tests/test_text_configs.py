@@ -18,6 +18,7 @@ TEXT_EXPERIMENTS = {
     "tiny_shakespeare_gpt": "bits_per_char",
     "lm1b_gpt": "bits_per_char",
     "imdb_bilstm": "accuracy",
+    "wmt14_t5": "token_accuracy",
 }
 
 
@@ -31,9 +32,10 @@ def _config(name: str, variant: str, data_dir: Path):
     return config
 
 
-# lm1b_gpt trains the same model family as tiny_shakespeare_gpt: `make test-all` only.
+# lm1b_gpt trains the same model family as tiny_shakespeare_gpt, and wmt14_t5 the encoder-decoder
+# of the algorithmic experiments (tests/test_seq2seq.py): `make test-all` only.
 QUICK_RUNS = [
-    pytest.param(name, marks=pytest.mark.slow) if name == "lm1b_gpt" else name
+    pytest.param(name, marks=pytest.mark.slow) if name in ("lm1b_gpt", "wmt14_t5") else name
     for name in TEXT_EXPERIMENTS
 ]
 
