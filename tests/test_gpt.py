@@ -173,3 +173,18 @@ def test_scanned_layers_compute_what_the_loop_computes():
         ),
         atol=1e-5,
     )
+
+
+def test_context_windows_are_separate_sequences():
+    model = _model(max_length=8)
+    task = LanguageModelTask(model, tx=None, learning_rate=None, context=8)
+    tokens = _tokens(9, (2, 17))
+    batch = {"input": tokens[:, :-1], "target": tokens[:, 1:], "mask": jnp.array([1.0, 0.0])}
+    state = _eval_state(model, tokens[:, :8])
+    sums = task.eval_step(state, batch)
+    assert float(sums["count"]) == 16  # The first row's two windows of 8; the second is padding.
+    windows = {key: batch[key][:1].reshape(2, 8) for key in ("input", "target")}
+    direct = LanguageModelTask(model, tx=None, learning_rate=None).eval_step(
+        state, {**windows, "mask": jnp.ones(2)}
+    )
+    np.testing.assert_allclose(sums["loss"], direct["loss"], rtol=1e-6)
