@@ -20,7 +20,7 @@ def get_config(variant: str = ""):
     config.task.max_target_length = 21  # 20 letters and EOS.
 
     config.model.name = "seq2seq"
-    config.model.hidden_size = 128
+    config.model.hidden_size = 64
     config.model.encoder_layers = 2
     config.model.decoder_layers = 2
     config.model.num_heads = 4
@@ -31,13 +31,13 @@ def get_config(variant: str = ""):
     config.model.dtype = "float32"
 
     config.optimizer.name = "adamw"
-    config.optimizer.learning_rate = 1e-3
+    config.optimizer.learning_rate = 2e-3
     config.optimizer.weight_decay = 0.01
     config.optimizer.grad_clip_norm = 1.0
     config.schedule.name = "warmup_cosine"
     config.schedule.warmup_steps = 200
 
-    config.train.num_steps = 3000
+    config.train.num_steps = 2000
     config.train.log_every = 100
     config.train.eval_every = 500
     config.train.checkpoint_every = 1000
