@@ -11,8 +11,8 @@ import pytest
 from flax.core import meta
 
 from jaxdl.errors import UserInputError
-from jaxdl.models import RNN, build_model, model_fields
-from jaxdl.models.rnn import RecurrentLayer
+from jaxdl.models import RNN, build_model, model_fields, rnn_cells
+from jaxdl.models.rnn import NUM_GATES, RecurrentLayer
 
 
 def _sigmoid(x):
@@ -81,16 +81,56 @@ def test_cells_match_a_numpy_reference(cell):
     np.testing.assert_allclose(out[:, :, 0], expected, rtol=1e-4, atol=1e-5)
 
 
-def test_lstm_forget_gate_bias_starts_at_one_and_recurrent_blocks_are_orthogonal():
-    layer = RecurrentLayer("lstm", hidden_size=6, directions=2)
-    init = jax.jit(layer.init)(jax.random.PRNGKey(0), jnp.ones((1, 2, 3)), jnp.full((1,), 2))
-    params = meta.unbox(init)["params"]
-    np.testing.assert_array_equal(params["input_bias"][:, 1], 1.0)
-    np.testing.assert_array_equal(params["input_bias"][:, [0, 2, 3]], 0.0)
-    for d in range(2):
-        for g in range(4):
-            block = params["recurrent_kernel"][d, :, g, :]
-            np.testing.assert_allclose(block @ block.T, np.eye(6), atol=1e-5)
+def _autodiff_sequence(cell, gates_x, valid, w_hh, b_hn=None):
+    """The recurrence of rnn_cells as a plain scan, for JAX to differentiate."""
+
+    def step(carry, inputs):
+        gx, keep = inputs
+        keep = keep[..., None]
+        h = carry[0] if cell == "lstm" else carry
+        rec = jnp.einsum("dbh,dhgk->dbgk", h, w_hh)
+        if cell == "lstm":
+            a = gx + rec
+            c = jax.nn.sigmoid(a[..., 1, :]) * carry[1] + jax.nn.sigmoid(a[..., 0, :]) * jnp.tanh(
+                a[..., 2, :]
+            )
+            h_new = jax.nn.sigmoid(a[..., 3, :]) * jnp.tanh(c)
+            carry = (jnp.where(keep, h_new, h), jnp.where(keep, c, carry[1]))
+            return carry, carry[0]
+        r = jax.nn.sigmoid(gx[..., 0, :] + rec[..., 0, :])
+        z = jax.nn.sigmoid(gx[..., 1, :] + rec[..., 1, :])
+        n = jnp.tanh(gx[..., 2, :] + r * (rec[..., 2, :] + b_hn[:, None]))
+        h = jnp.where(keep, (1.0 - z) * n + z * h, h)
+        return h, h
+
+    zeros = jnp.zeros(gates_x.shape[1:3] + gates_x.shape[-1:])
+    return jax.lax.scan(step, (zeros, zeros) if cell == "lstm" else zeros, (gates_x, valid))[1]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_hand_written_gradients_match_autodiff(cell):
+    rng = np.random.default_rng(8)
+    steps, dirs, batch, gates, hidden = 7, 2, 3, NUM_GATES[cell], 5
+    gates_x = rng.standard_normal((steps, dirs, batch, gates, hidden)).astype(np.float32)
+    valid = rng.random((steps, dirs, batch)) < 0.7  # Any pattern, not only prefixes.
+    w_hh = (0.5 * rng.standard_normal((dirs, hidden, gates, hidden))).astype(np.float32)
+    b_hn = rng.standard_normal((dirs, hidden)).astype(np.float32)
+    weights = rng.standard_normal((steps, dirs, batch, hidden)).astype(np.float32)
+    if cell == "lstm":
+        fast = functools.partial(rnn_cells.lstm_sequence, unroll=1)
+        args = (gates_x, w_hh)
+    else:
+        fast = functools.partial(rnn_cells.gru_sequence, unroll=1)
+        args = (gates_x, w_hh, b_hn)
+
+    def loss(sequence, gates_x, w_hh, *b_hn):
+        return jnp.sum(sequence(gates_x, valid, w_hh, *b_hn) * weights)
+
+    reference = functools.partial(_autodiff_sequence, cell)
+    argnums = tuple(range(len(args)))
+    expected = jax.jit(jax.value_and_grad(functools.partial(loss, reference), argnums))(*args)
+    got = jax.jit(jax.value_and_grad(functools.partial(loss, fast), argnums))(*args)
+    chex.assert_trees_all_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def _reverse_valid_prefix(x, lengths):
@@ -189,7 +229,7 @@ def test_real_valued_signals_of_one_or_more_channels():
     assert out.dtype == jnp.float32
 
 
-def test_build_model_passes_the_vocabulary_and_dropout_acts_only_in_training():
+def test_build_model_passes_the_vocabulary_initialises_and_drops_out_only_in_training():
     assert {"cell", "hidden_size", "num_layers", "bidirectional", "head", "pool"} <= set(
         model_fields("rnn")
     )
@@ -199,8 +239,16 @@ def test_build_model_passes_the_vocabulary_and_dropout_acts_only_in_training():
     model = build_model(config, num_classes=2, vocab_size=11)
     assert model.vocab_size == 11 and model.dtype == jnp.bfloat16
     tokens = np.ones((2, 6), np.int32)
-    params = _params(model, tokens, train=False)
+    init = jax.jit(functools.partial(model.init, train=False))
+    params = meta.unbox(init(jax.random.PRNGKey(0), tokens))["params"]
     assert params["embedding"].shape == (11, model.embed_dim)
+    # The initialisers: LSTM forget-gate bias 1, an orthogonal recurrent block per gate.
+    layer = params["layer_1"]
+    np.testing.assert_array_equal(layer["input_bias"][:, 1], 1.0)
+    np.testing.assert_array_equal(layer["input_bias"][:, [0, 2, 3]], 0.0)
+    for gate in range(4):
+        block = layer["recurrent_kernel"][0, :, gate, :]
+        np.testing.assert_allclose(block @ block.T, np.eye(8), atol=1e-5)
 
     @jax.jit
     def both_modes(params, tokens):

@@ -6,20 +6,22 @@ padding never changes a result:
 
 - a step at t >= length leaves the state as it was, so the forward state at T - 1 is the state
   at each sequence's own last valid step;
-- the backward direction runs a reversed scan from t = T - 1 in which the padded steps come
-  first and leave the zero initial state alone, so it starts at each sequence's own last valid
-  step (the valid prefix reversed, without gathering anything);
+- the backward direction reads time reversed, so its padded steps come first and leave the
+  zero initial state alone: it starts at each sequence's own last valid step (the valid prefix
+  reversed, without gathering anything);
 - pooling counts valid steps only.
 
 Speed: the input projection of every step, both directions and all gates is one matrix product
-before the scan; the scan itself only does h @ W_hh and the gate arithmetic, and both directions
-share one scan (one loop iteration per step, not two).
+before the scan; the scan itself only does h @ W_hh and the gate arithmetic, both directions
+share one scan (one loop iteration per step, not two), and the backward pass forms the
+recurrent kernel's gradient after its loop (rnn_cells.py).
 
 Kernels keep gates on their own axis, (in, directions, gates, hidden), so that the 'mlp' (tensor)
 split of the hidden units gives every device all gates of its units: the cell update stays
 local and only h is gathered for the next step.
 """
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -27,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdl.errors import UserInputError
-from jaxdl.models import layers
+from jaxdl.models import layers, rnn_cells
 
 CELLS = ("lstm", "gru")
 HEADS = ("classify", "per_step")
@@ -35,14 +37,28 @@ POOLS = ("last", "mean", "max")
 NUM_GATES = {"lstm": 4, "gru": 3}  # lstm: input, forget, cell, output; gru: reset, update, new.
 
 
+# Random draws are made as 2-D matrices and reshaped: XLA's CPU compiler takes seconds over the
+# same draw shaped 4-D, at every run's start.
+
+
+def _input_kernel_init(key: jax.Array, shape: tuple[int, ...], dtype: Any) -> jax.Array:
+    """LeCun normal with fan-in = shape[0] (the input features), for (in, directions, gates,
+    hidden)."""
+    matrix = nn.initializers.lecun_normal()(key, (shape[0], math.prod(shape[1:])), dtype)
+    return matrix.reshape(shape)
+
+
 def _orthogonal_per_gate(key: jax.Array, shape: tuple[int, ...], dtype: Any) -> jax.Array:
     """(directions, hidden, gates, hidden) with an orthogonal hidden x hidden matrix per
     direction and gate: orthogonal recurrent weights keep gradients from exploding or dying
     over long sequences (Saxe et al. 2014), and each gate's block needs it on its own."""
     directions, hidden, gates, _ = shape
-    keys = jax.random.split(key, directions * gates)
-    blocks = jax.vmap(lambda k: nn.initializers.orthogonal()(k, (hidden, hidden), dtype))(keys)
-    return blocks.reshape(directions, gates, hidden, hidden).transpose(0, 2, 1, 3)
+    blocks = directions * gates
+    draws = jax.random.normal(key, (blocks * hidden, hidden), jnp.float32)
+    q, r = jnp.linalg.qr(draws.reshape(blocks, hidden, hidden))
+    # The signs of R's diagonal make Q uniformly distributed over orthogonal matrices.
+    q = q * jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
+    return q.reshape(directions, gates, hidden, hidden).transpose(0, 2, 1, 3).astype(dtype)
 
 
 def _input_bias_init(cell: str) -> Any:
@@ -55,38 +71,6 @@ def _input_bias_init(cell: str) -> Any:
         return bias.at[:, 1].set(1.0) if cell == "lstm" else bias
 
     return init
-
-
-def lstm_step(
-    carry: tuple[jax.Array, jax.Array], gates_x: jax.Array, w_hh: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """One LSTM step. carry (h, c) (..., H); gates_x (..., 4, H) = x @ W_x + b, hoisted out of
-    the scan; w_hh (H, 4, H) or batched over a leading directions axis matching carry's."""
-    h, c = carry
-    gates = gates_x + _recurrent(h, w_hh)
-    i, f, g, o = (gates[..., k, :] for k in range(4))
-    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
-    return h, c
-
-
-def gru_step(h: jax.Array, gates_x: jax.Array, w_hh: jax.Array, b_hn: jax.Array) -> jax.Array:
-    """One GRU step (Cho et al. 2014, the reset gate applied after the recurrent product as in
-    cuDNN and Flax). gates_x (..., 3, H) = x @ W_x + b; b_hn (H,) is the recurrent bias of the
-    new-state gate, which the reset gate scales and so cannot be folded into b."""
-    recurrent = _recurrent(h, w_hh)
-    r = jax.nn.sigmoid(gates_x[..., 0, :] + recurrent[..., 0, :])
-    z = jax.nn.sigmoid(gates_x[..., 1, :] + recurrent[..., 1, :])
-    n = jnp.tanh(gates_x[..., 2, :] + r * (recurrent[..., 2, :] + b_hn))
-    return (1.0 - z) * n + z * h
-
-
-def _recurrent(h: jax.Array, w_hh: jax.Array) -> jax.Array:
-    """h (D, B, H) @ w_hh (D, H, G, H) per direction, or h (B, H) @ w_hh (H, G, H)."""
-    w = w_hh.astype(h.dtype)
-    if w.ndim == 4:
-        return jnp.einsum("dbh,dhgk->dbgk", h, w, preferred_element_type=jnp.float32)
-    return jnp.einsum("bh,hgk->bgk", h, w, preferred_element_type=jnp.float32)
 
 
 class RecurrentLayer(nn.Module):
@@ -105,12 +89,11 @@ class RecurrentLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, lengths: jax.Array) -> jax.Array:
-        batch, steps, features = x.shape
+        steps, features = x.shape[1:]
         dirs, gates, hidden = self.directions, NUM_GATES[self.cell], self.hidden_size
-        kernel_init = nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2, 3))
         w_x = self.param(
             "input_kernel",
-            layers.named(kernel_init, "embed", None, None, "mlp"),
+            layers.named(_input_kernel_init, "embed", None, None, "mlp"),
             (features, dirs, gates, hidden),
             jnp.float32,
         )
@@ -154,21 +137,11 @@ class RecurrentLayer(nn.Module):
         else:
             valid = valid[:, None]  # (T, 1, B)
 
-        zeros = jnp.zeros((dirs, batch, hidden), jnp.float32)
-
-        def step(carry: Any, inputs: tuple[jax.Array, jax.Array]) -> tuple[Any, jax.Array]:
-            g, keep = inputs
-            keep = keep[..., None]
-            if self.cell == "lstm":
-                h, c = lstm_step(carry, g, w_hh)
-                carry = (jnp.where(keep, h, carry[0]), jnp.where(keep, c, carry[1]))
-                return carry, carry[0]
-            h = gru_step(carry, g, w_hh, b_hn[:, None])
-            carry = jnp.where(keep, h, carry)
-            return carry, carry
-
-        init = (zeros, zeros) if self.cell == "lstm" else zeros
-        _, outputs = jax.lax.scan(step, init, (gates_x, valid), unroll=self.unroll)
+        w_hh = w_hh.astype(self.dtype)
+        if self.cell == "lstm":
+            outputs = rnn_cells.lstm_sequence(gates_x, valid, w_hh, self.unroll)
+        else:
+            outputs = rnn_cells.gru_sequence(gates_x, valid, w_hh, b_hn, self.unroll)
         if dirs == 2:
             outputs = jnp.stack([outputs[:, 0], outputs[::-1, 1]], axis=1)
         return outputs.transpose(2, 0, 1, 3)  # (B, T, D, H)
