@@ -13,6 +13,7 @@ def get_config(variant: str = ""):
     config.data.batch_size = 32
     config.data.eval_batch_size = 64
     config.task.name = "language_model"
+    config.task.context = 0  # 0: whole 256-byte records.
 
     config.model.name = "gpt"
     config.model.hidden_size = 192

@@ -3,13 +3,11 @@ kill, and `jaxdl sample` with its error conventions."""
 
 import json
 import signal
-import subprocess
-import sys
 
 import pytest
 
-from jaxdl.cli import EXIT_BAD_INPUT
-from tests.run_helpers import REPO, run_train, summary
+from jaxdl.cli import EXIT_BAD_INPUT, main
+from tests.run_helpers import run_train, summary
 
 QUICK_GPT = "experiments/stdlib_gpt.py:quick"
 
@@ -46,26 +44,23 @@ def test_killed_lm_run_resumes_to_identical_parameters(gpt_run, sequence_data_di
     assert summary(workdir)["final_metrics"] == summary(gpt_run)["final_metrics"]
 
 
-def _sample(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "jaxdl.cli", "sample", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def _sample(capsys, *args: str) -> tuple[int, str, str]:
+    """`jaxdl sample ARGS` in this process (the compiled generation is reused between calls):
+    (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = main(["sample", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
-def test_sample_is_fixed_by_the_seed(gpt_run):
+def test_sample_is_fixed_by_the_seed(gpt_run, capsys):
     common = ("--workdir", str(gpt_run), "--prompt", "def ", "--max_new_tokens", "12")
-    first = _sample(*common, "--seed", "0", "--num", "2", "--top_k", "20")
-    again = _sample(*common, "--seed", "0", "--num", "2", "--top_k", "20")
-    assert first.returncode == 0, first.stderr[-2000:]
-    assert first.stdout == again.stdout
-    texts = [line for line in first.stdout.splitlines() if line.startswith("def ")]
-    assert len(texts) >= 2
-    greedy = _sample(*common, "--temperature", "0")
-    assert greedy.returncode == 0 and greedy.stdout.startswith("def ")
+    code, first, errors = _sample(capsys, *common, "--seed", "0", "--num", "2", "--top_k", "20")
+    assert code == 0, errors[-2000:]
+    assert _sample(capsys, *common, "--seed", "0", "--num", "2", "--top_k", "20")[1] == first
+    assert first.count("--- sample") == 2 and "\ndef " in first
+    code, greedy, _ = _sample(capsys, *common, "--temperature", "0")
+    assert code == 0 and greedy.startswith("def ")
 
 
 @pytest.mark.parametrize(
@@ -76,19 +71,19 @@ def test_sample_is_fixed_by_the_seed(gpt_run):
         (("--checkpoint", "7"), "--checkpoint 7"),
     ],
 )
-def test_bad_sample_requests_exit_2_with_one_line(gpt_run, args, names):
+def test_bad_sample_requests_exit_2_with_one_line(gpt_run, capsys, args, names):
     before = sorted(p.name for p in gpt_run.rglob("*"))
-    result = _sample("--workdir", str(gpt_run), "--prompt", "x", *args)
-    assert result.returncode == EXIT_BAD_INPUT
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and names in lines[0], result.stderr
+    code, _, errors = _sample(capsys, "--workdir", str(gpt_run), "--prompt", "x", *args)
+    assert code == EXIT_BAD_INPUT
+    lines = [line for line in errors.strip().splitlines() if line.startswith("jaxdl:")]
+    assert len(lines) == 1 and names in lines[0], errors
     assert sorted(p.name for p in gpt_run.rglob("*")) == before
 
 
-def test_sample_refuses_a_classification_run(run_dir):
-    result = _sample("--workdir", str(run_dir), "--prompt", "x")
-    assert result.returncode == EXIT_BAD_INPUT
-    assert "language_model" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+def test_sample_refuses_a_classification_run(run_dir, capsys):
+    code, _, errors = _sample(capsys, "--workdir", str(run_dir), "--prompt", "x")
+    assert code == EXIT_BAD_INPUT
+    assert "language_model" in errors
 
 
 def test_summary_is_json_with_perplexity(gpt_run):
