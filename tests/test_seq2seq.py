@@ -301,4 +301,5 @@ def test_quick_variant_learns_to_reverse_and_evaluates_real_examples_only():
         metrics = each.finalize_eval({k: float(v) for k, v in sums.items()})
         assert set(metrics) == {"loss", "token_accuracy", "exact_match"}
         assert 0.0 <= metrics["exact_match"] <= 1.0
+        assert each.summary_fields(metrics) == {"exact_match": metrics["exact_match"]}
         assert metrics["loss"] < losses[0]
