@@ -1,4 +1,5 @@
-"""The `jaxdl` command: `train`, `eval` and `list`.
+"""The `jaxdl` command: `train` and `list` here; commands that read a saved run (`eval`,
+`attention`, `sample`, `export-hf`) in run_commands.py.
 
     jaxdl train --config experiments/digits_cnn.py --workdir runs/digits_cnn --config.seed=1
     jaxdl train ... --coordinator_address=10.0.0.1:1234 --num_processes=2 --process_id=0
@@ -21,12 +22,13 @@ from typing import Any
 
 import ml_collections
 from absl import flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from jaxdl import config as config_lib
+from jaxdl import run_commands
 from jaxdl.engine.preemption import EXIT_PREEMPTED, Preempted, Preemption
 from jaxdl.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, UserInputError, close_matches, one_line
+from jaxdl.run_commands import quiet_logs
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -146,13 +148,6 @@ def parse_config(spec: str, override_tokens: list[str]) -> ml_collections.Config
     return flag_values.config
 
 
-def _quiet_logs() -> None:
-    # Orbax and JAX log hundreds of INFO lines per run; warnings still show.
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    # Grain worker processes read absl flags; mark them parsed since we use argparse.
-    flags.FLAGS.mark_as_parsed()
-
-
 def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     # From the start (before JAX is imported) SIGTERM and SIGINT stop the run cleanly.
     with Preemption() as preemption:
@@ -245,7 +240,7 @@ def _train(args: argparse.Namespace, rest: list[str], preemption: Preemption) ->
             "Pass --fresh to train again (the old run is moved aside)."
         )
         return EXIT_DIVERGED if status == "diverged" else 0
-    _quiet_logs()
+    quiet_logs()
     import jax
     from jax.experimental import multihost_utils
 
@@ -273,65 +268,6 @@ def _train(args: argparse.Namespace, rest: list[str], preemption: Preemption) ->
             file=sys.stderr,
         )
         return EXIT_DIVERGED
-    return 0
-
-
-def cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
-    from jaxdl.engine import evaluation
-
-    if rest:
-        raise UserInputError(f"jaxdl eval takes no config overrides; got {' '.join(rest)}.")
-    _quiet_logs()
-    metrics = evaluation.evaluate_workdir(Path(args.workdir), args.checkpoint, args.split)
-    print(json.dumps(metrics, indent=2))
-    return 0
-
-
-def cmd_attention(args: argparse.Namespace, rest: list[str]) -> int:
-    from jaxdl.engine import attention_maps
-
-    if rest:
-        raise UserInputError(f"jaxdl attention takes no config overrides; got {' '.join(rest)}.")
-    _quiet_logs()
-    out = attention_maps.write_attention_maps(
-        Path(args.workdir), args.checkpoint, args.images, Path(args.out) if args.out else None
-    )
-    print(f"wrote {out}")
-    return 0
-
-
-def cmd_export_hf(args: argparse.Namespace, rest: list[str]) -> int:
-    from jaxdl.export_hf import export_hf
-
-    if rest:
-        raise UserInputError(f"jaxdl export-hf takes no config overrides; got {' '.join(rest)}.")
-    _quiet_logs()
-    step = export_hf(Path(args.workdir), Path(args.out), args.checkpoint)
-    print(
-        f"wrote step {step} of {args.workdir} to {args.out}: config.json, model.safetensors, tokenizer"
-    )
-    return 0
-
-
-def cmd_sample(args: argparse.Namespace, rest: list[str]) -> int:
-    from jaxdl.engine import samples
-
-    if rest:
-        raise UserInputError(f"jaxdl sample takes no config overrides; got {' '.join(rest)}.")
-    _quiet_logs()
-    options = samples.SampleOptions(
-        prompt=args.prompt,
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        num=args.num,
-    )
-    for index, text in enumerate(samples.sample_text(Path(args.workdir), args.checkpoint, options)):
-        if options.num > 1:
-            print(f"--- sample {index} ---")
-        print(args.prompt + text)
     return 0
 
 
@@ -376,41 +312,7 @@ def _parser() -> argparse.ArgumentParser:
     multihost.add_argument("--num_processes", help="number of processes")
     multihost.add_argument("--process_id", help="this process's index, 0..N-1")
     train.set_defaults(handler=cmd_train)
-    evaluate = sub.add_parser("eval", help="evaluate a run's checkpoint")
-    evaluate.add_argument("--workdir", required=True)
-    evaluate.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
-    evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"))
-    evaluate.add_argument("--verbose", action="store_true", help=verbose_help)
-    evaluate.set_defaults(handler=cmd_eval)
-    attention = sub.add_parser(
-        "attention", help="write a PNG of a Transformer's attention maps for test images"
-    )
-    attention.add_argument("--workdir", required=True)
-    attention.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
-    attention.add_argument("--images", type=int, default=6, help="how many test images")
-    attention.add_argument("--out", help="PNG file to write (default WORKDIR/attention_maps.png)")
-    attention.add_argument("--verbose", action="store_true", help=verbose_help)
-    attention.set_defaults(handler=cmd_attention)
-    export = sub.add_parser(
-        "export-hf", help="write a BERT run as a Hugging Face checkpoint directory"
-    )
-    export.add_argument("--workdir", required=True)
-    export.add_argument("--out", required=True, help="new (or empty) directory to write")
-    export.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
-    export.add_argument("--verbose", action="store_true", help=verbose_help)
-    export.set_defaults(handler=cmd_export_hf)
-    sample = sub.add_parser("sample", help="generate text from a language-model run")
-    sample.add_argument("--workdir", required=True)
-    sample.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
-    sample.add_argument("--prompt", required=True, help="text to continue (UTF-8 bytes)")
-    sample.add_argument("--max_new_tokens", type=int, default=200)
-    sample.add_argument("--seed", type=int, default=0, help="PRNG seed: fixes the sample")
-    sample.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
-    sample.add_argument("--top_k", type=int, default=0, help="0: no top-k filter")
-    sample.add_argument("--top_p", type=float, default=1.0, help="1: no nucleus filter")
-    sample.add_argument("--num", type=int, default=1, help="how many samples")
-    sample.add_argument("--verbose", action="store_true", help=verbose_help)
-    sample.set_defaults(handler=cmd_sample)
+    run_commands.add_parsers(sub, verbose_help)
     listing = sub.add_parser("list", help="list experiments, models, datasets and options")
     listing.set_defaults(handler=cmd_list)
     return parser

@@ -106,7 +106,11 @@ def write_npz_files(data_dir: Path) -> dict[str, Path]:
 SETUP_ERRORS = {
     "unknown_model": (
         ["--config.model.name=resnt"],
-        ["unknown model 'resnt'", "Did you mean: resnet", "Registered models: cnn, lenet5, mlp"],
+        [
+            "unknown model 'resnt'",
+            "Did you mean: resnet",
+            "Registered models: bert, cnn, gpt, lenet5, mlp, resnet",
+        ],
     ),
     "unknown_dataset": (
         ["--config.data.name=imagenet"],

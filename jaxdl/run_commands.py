@@ -1,0 +1,119 @@
+"""`jaxdl` commands that read a saved run: `eval`, `attention`, `sample`, `export-hf`.
+
+Each writes nothing into the run it reads; bad input raises UserInputError, which the CLI
+(cli.py) turns into one line and exit code 2.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from absl import flags
+from absl import logging as absl_logging
+
+from jaxdl.errors import UserInputError
+
+
+def quiet_logs() -> None:
+    # Orbax and JAX log hundreds of INFO lines per run; warnings still show.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    # Grain worker processes read absl flags; mark them parsed since we use argparse.
+    flags.FLAGS.mark_as_parsed()
+
+
+def cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
+    from jaxdl.engine import evaluation
+
+    if rest:
+        raise UserInputError(f"jaxdl eval takes no config overrides; got {' '.join(rest)}.")
+    quiet_logs()
+    metrics = evaluation.evaluate_workdir(Path(args.workdir), args.checkpoint, args.split)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_attention(args: argparse.Namespace, rest: list[str]) -> int:
+    from jaxdl.engine import attention_maps
+
+    if rest:
+        raise UserInputError(f"jaxdl attention takes no config overrides; got {' '.join(rest)}.")
+    quiet_logs()
+    out = attention_maps.write_attention_maps(
+        Path(args.workdir), args.checkpoint, args.images, Path(args.out) if args.out else None
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_export_hf(args: argparse.Namespace, rest: list[str]) -> int:
+    from jaxdl.export_hf import export_hf
+
+    if rest:
+        raise UserInputError(f"jaxdl export-hf takes no config overrides; got {' '.join(rest)}.")
+    quiet_logs()
+    step = export_hf(Path(args.workdir), Path(args.out), args.checkpoint)
+    print(
+        f"wrote step {step} of {args.workdir} to {args.out}: config.json, model.safetensors, tokenizer"
+    )
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace, rest: list[str]) -> int:
+    from jaxdl.engine import samples
+
+    if rest:
+        raise UserInputError(f"jaxdl sample takes no config overrides; got {' '.join(rest)}.")
+    quiet_logs()
+    options = samples.SampleOptions(
+        prompt=args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        num=args.num,
+    )
+    for index, text in enumerate(samples.sample_text(Path(args.workdir), args.checkpoint, options)):
+        if options.num > 1:
+            print(f"--- sample {index} ---")
+        print(args.prompt + text)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction, verbose_help: str) -> None:
+    """The subcommands above, added to the CLI's parser."""
+    evaluate = sub.add_parser("eval", help="evaluate a run's checkpoint")
+    evaluate.add_argument("--workdir", required=True)
+    evaluate.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
+    evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    evaluate.add_argument("--verbose", action="store_true", help=verbose_help)
+    evaluate.set_defaults(handler=cmd_eval)
+    attention = sub.add_parser(
+        "attention", help="write a PNG of a Transformer's attention maps for test images"
+    )
+    attention.add_argument("--workdir", required=True)
+    attention.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
+    attention.add_argument("--images", type=int, default=6, help="how many test images")
+    attention.add_argument("--out", help="PNG file to write (default WORKDIR/attention_maps.png)")
+    attention.add_argument("--verbose", action="store_true", help=verbose_help)
+    attention.set_defaults(handler=cmd_attention)
+    export = sub.add_parser(
+        "export-hf", help="write a BERT run as a Hugging Face checkpoint directory"
+    )
+    export.add_argument("--workdir", required=True)
+    export.add_argument("--out", required=True, help="new (or empty) directory to write")
+    export.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
+    export.add_argument("--verbose", action="store_true", help=verbose_help)
+    export.set_defaults(handler=cmd_export_hf)
+    sample = sub.add_parser("sample", help="generate text from a language-model run")
+    sample.add_argument("--workdir", required=True)
+    sample.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
+    sample.add_argument("--prompt", required=True, help="text to continue (UTF-8 bytes)")
+    sample.add_argument("--max_new_tokens", type=int, default=200)
+    sample.add_argument("--seed", type=int, default=0, help="PRNG seed: fixes the sample")
+    sample.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
+    sample.add_argument("--top_k", type=int, default=0, help="0: no top-k filter")
+    sample.add_argument("--top_p", type=float, default=1.0, help="1: no nucleus filter")
+    sample.add_argument("--num", type=int, default=1, help="how many samples")
+    sample.add_argument("--verbose", action="store_true", help=verbose_help)
+    sample.set_defaults(handler=cmd_sample)
