@@ -77,4 +77,3 @@ def decode_bytes(ids: np.ndarray) -> str:
     """Token ids as text: each id a byte, UTF-8 decoded; ids past 255 are dropped."""
     ids = np.asarray(ids)
     return bytes(ids[ids < 256].astype(np.uint8)).decode("utf-8", errors="replace")
-
