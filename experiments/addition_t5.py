@@ -10,7 +10,7 @@ def get_config(variant: str = ""):
     check_variant(variant)
     config = base_config()
     config.data.name = "algorithmic/addition"
-    config.data.batch_size = 128
+    config.data.batch_size = 64
     config.data.eval_batch_size = 200
 
     config.task.name = "seq2seq"
@@ -37,9 +37,9 @@ def get_config(variant: str = ""):
     config.schedule.name = "warmup_cosine"
     config.schedule.warmup_steps = 200
 
-    config.train.num_steps = 3000
+    config.train.num_steps = 5000
     config.train.log_every = 100
-    config.train.eval_every = 250
+    config.train.eval_every = 500
     config.train.checkpoint_every = 1000
     config.train.monitor = "exact_match"
     config.train.monitor_mode = "max"
