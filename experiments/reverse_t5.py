@@ -1,6 +1,16 @@
 """A small T5-style encoder-decoder reversing strings of 10-20 lowercase letters.
 
 python -m jaxdl.cli train --config experiments/reverse_t5.py --workdir runs/reverse_t5
+
+2 + 2 pre-norm blocks of width 64 (287,232 parameters), learned positions, teacher forcing;
+evaluation decodes greedily inside the eval step. Measured 2026-11-26 on 2 CPU cores (AMD EPYC,
+CPU JAX 0.10.2) shared with other agents' jobs (load average 8-12), from a fresh clone with a
+fresh TFDS data_dir, seed 0: test exact match 100.0% (1000/1000; best validation checkpoint at
+step 1500, validation 100%), wall_seconds 602 for the 2000 steps (4.3 steps/s steady state); the
+whole command took 11 min 25 s of wall clock but only 350 CPU-seconds (user + system), the
+rest was waiting for the shared cores. Beam search (task.beam_size=4, length_penalty=0.6) on
+the same checkpoint: also 100.0%. Trials: width 128 at learning rate 1e-3 also reached 100% test
+but needed 2500 steps at 1.9 steps/s.
 """
 
 from jaxdl.config import base_config, check_variant, make_quick

@@ -117,9 +117,10 @@ def test_unknown_dataset_lists_registered_names():
     assert "Did you mean: mnist" in message and "npz:<path>" in message
     assert all(name in message for name in DATASET_NAMES)
     images = {"digits", "mnist", "fashion_mnist", "cifar10", "imagenet2012"}
-    sequences = {"stdlib_chars"} | {
+    sequences = {"stdlib_chars", "tiny_shakespeare", "lm1b", "imdb_reviews"} | {
         f"algorithmic/{task}" for task in ("copy", "reverse", "sort", "addition", "brackets")
     }
+    sequences |= {"wmt14_translate/de-en"}
     assert set(DATASET_NAMES) == images | sequences
 
 

@@ -79,10 +79,10 @@ def test_greedy_generation_matches_argmax_of_full_recomputation():
     prompt = _tokens(3, (2, 4))
     params = _params(model, prompt)
     generated = generate(
-        model, params, prompt, jax.random.PRNGKey(0), max_new_tokens=8, temperature=0.0
+        model, params, prompt, jax.random.PRNGKey(0), max_new_tokens=4, temperature=0.0
     )
     sequence = prompt
-    for _ in range(8):
+    for _ in range(4):
         logits = model.apply({"params": params}, sequence, train=False)
         sequence = jnp.concatenate([sequence, jnp.argmax(logits[:, -1:], -1)], axis=1)
     np.testing.assert_array_equal(generated, sequence[:, 4:])

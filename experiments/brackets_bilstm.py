@@ -1,0 +1,45 @@
+"""A bidirectional LSTM classifies bracket strings over '()[]' as balanced and properly nested or
+not (algorithmic/brackets: 2-40 characters, 50k train / 1k validation / 1k test; the negatives
+are balanced strings with one character changed).
+
+python -m jaxdl.cli train --config experiments/brackets_bilstm.py --workdir runs/brackets_bilstm
+"""
+
+from jaxdl.config import base_config, check_variant, make_quick
+
+
+def get_config(variant: str = ""):
+    check_variant(variant)
+    config = base_config()
+    config.data.name = "algorithmic/brackets"
+    config.data.batch_size = 64
+
+    config.model.name = "rnn"
+    config.model.cell = "lstm"
+    config.model.bidirectional = True
+    config.model.hidden_size = 64
+    config.model.num_layers = 1
+    config.model.embed_dim = 16
+    config.model.dropout_rate = 0.0
+    config.model.head = "classify"
+    config.model.pool = "last"
+    config.model.unroll = 1
+    config.model.dtype = "float32"
+
+    config.optimizer.name = "adamw"
+    config.optimizer.learning_rate = 3e-3
+    config.optimizer.weight_decay = 0.0
+    config.optimizer.grad_clip_norm = 1.0
+    config.schedule.name = "warmup_cosine"
+    config.schedule.warmup_steps = 100
+
+    config.train.num_steps = 1500
+    config.train.eval_every = 250
+    config.train.checkpoint_every = 500
+    config.train.monitor = "loss"
+    config.train.monitor_mode = "min"
+
+    if variant == "quick":
+        config.model.hidden_size = 16
+        make_quick(config)
+    return config
