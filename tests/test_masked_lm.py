@@ -123,6 +123,8 @@ def test_bad_settings_are_one_line_errors(task, model, words):
         assert word in str(error.value)
 
 
+# A whole CLI run (about 30 s); the fast suite trains the task in-process above.
+@pytest.mark.slow
 def test_masked_lm_run_through_the_cli(capsys, tmp_path, sequence_data_dir):
     sizes = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "mlp_dim": 32, "max_length": 40}
     experiment = _experiment(tmp_path, "algorithmic/brackets", sizes)

@@ -32,10 +32,12 @@ def _config(name: str, variant: str, data_dir: Path):
     return config
 
 
-# lm1b_gpt trains the same model family as tiny_shakespeare_gpt, and wmt14_t5 the encoder-decoder
-# of the algorithmic experiments (tests/test_seq2seq.py): `make test-all` only.
+# The GPT configs train the model that tests/test_lm_runs.py trains through the CLI, and wmt14_t5
+# the encoder-decoder of tests/test_seq2seq.py: their quick runs are in `make test-all` only.
 QUICK_RUNS = [
-    pytest.param(name, marks=pytest.mark.slow) if name in ("lm1b_gpt", "wmt14_t5") else name
+    pytest.param(name, marks=pytest.mark.slow)
+    if name in ("tiny_shakespeare_gpt", "lm1b_gpt", "wmt14_t5")
+    else name
     for name in TEXT_EXPERIMENTS
 ]
 
