@@ -29,11 +29,8 @@ def _config(name: str, variant: str, data_dir: str):
     return config
 
 
-# The masked-LM objective is trained in the fast suite by tests/test_masked_lm.py already.
-QUICK_RUNS = [
-    pytest.param(name, marks=pytest.mark.slow) if name == "stdlib_bert_mlm" else name
-    for name in ENCODER_EXPERIMENTS
-]
+# Both objectives are trained in the fast suite by test_masked_lm.py and test_pretrained.py.
+QUICK_RUNS = [pytest.param(name, marks=pytest.mark.slow) for name in ENCODER_EXPERIMENTS]
 
 
 @pytest.mark.parametrize("name", QUICK_RUNS)

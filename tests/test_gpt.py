@@ -30,7 +30,14 @@ def _params(model: DecoderLM, tokens: jax.Array):
     return model.init(jax.random.PRNGKey(0), tokens, train=False)["params"]
 
 
-@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rotary"])
+@pytest.mark.parametrize(
+    "positions",
+    [
+        "rotary",
+        pytest.param("learned", marks=pytest.mark.slow),
+        pytest.param("sinusoidal", marks=pytest.mark.slow),
+    ],
+)
 def test_output_at_t_ignores_later_inputs(positions):
     model = _model(positions=positions)
     tokens = _tokens(1)

@@ -32,6 +32,8 @@ def test_summary_reports_bits_per_char(gpt_run):
     assert 0.0 < bits < 6.0, bits
 
 
+# Two more CLI runs (about 25 s); the engine's resume is covered for every task in the fast suite.
+@pytest.mark.slow
 def test_killed_lm_run_resumes_to_identical_parameters(gpt_run, sequence_data_dir, tmp_path):
     workdir = tmp_path / "run"
     overrides = _overrides(sequence_data_dir)

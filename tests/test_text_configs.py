@@ -65,7 +65,13 @@ def test_quick_variant_trains_on_mock_data(tmp_path, name):
         assert summary["bits_per_char"] == metric
 
 
-@pytest.mark.parametrize("name", TEXT_EXPERIMENTS)
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.slow) if name in ("lm1b_gpt", "wmt14_t5") else name
+        for name in TEXT_EXPERIMENTS
+    ],
+)
 def test_full_config_passes_setup(tmp_path, name):
     config = _config(name, "", tmp_path / "tfds")
     with tfds.testing.mock_data(num_examples=200):
