@@ -3,6 +3,11 @@ not (algorithmic/brackets: 2-40 characters, 50k train / 1k validation / 1k test;
 are balanced strings with one character changed).
 
 python -m jaxdl.cli train --config experiments/brackets_bilstm.py --workdir runs/brackets_bilstm
+
+Measured 2026-11-26 on 2 CPU cores (AMD EPYC) shared with 4-10 other processes, at commit
+b4cb9a7 (45,826 parameters): test accuracy 100.0% (1000/1000) for seeds 0, 1 and 2, validation
+accuracy 1.0 from step 500 on; 1500 steps in 309 / 315 / 277 s (wall_seconds) at 5.7-6.5
+steps/s, times inflated by the sharing. Width 128 also reached 100% (seed 0, 3000 steps).
 """
 
 from jaxdl.config import base_config, check_variant, make_quick

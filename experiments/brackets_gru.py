@@ -3,6 +3,12 @@ not (algorithmic/brackets: 2-40 characters, 50k train / 1k validation / 1k test;
 are balanced strings with one character changed).
 
 python -m jaxdl.cli train --config experiments/brackets_gru.py --workdir runs/brackets_gru
+
+One direction only: the final state at each string's end decides. Measured 2026-11-26 on 2 CPU
+cores (AMD EPYC) shared with 4-10 other processes, at commit b4cb9a7 (60,162 parameters): test
+accuracy 100.0% / 99.8% / 99.9% for seeds 0 / 1 / 2 (validation 0.997-1.0 from step 750 on);
+1500 steps in 471 / 452 / 235 s (wall_seconds) at 3.8-7.8 steps/s, times inflated by the
+sharing (with fewer other processes, seed 0 of an earlier commit took 133 s at 14 steps/s).
 """
 
 from jaxdl.config import base_config, check_variant, make_quick
