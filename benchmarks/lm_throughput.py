@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 30)")
     parser.add_argument("--attention", default=None, help="comma-separated implementations")
     args = parser.parse_args(argv)
-    args.batch = args.batch or (4 if args.quick else 64)
+    args.batch = args.batch or (8 if args.quick else 64)  # 8: divides the test suite's devices.
     args.steps = args.steps or (2 if args.quick else 30)
     args.attention = args.attention or ("xla" if args.quick else "cudnn,xla")
     absl_logging.set_verbosity(absl_logging.WARNING)

@@ -86,4 +86,4 @@ def test_lm_throughput_benchmark_quick_mode(capsys):
 
     assert lm_throughput.main(["--quick"]) == 0
     out = capsys.readouterr().out
-    assert "| xla | float32 | 4 |" in out and "Tokens/s" in out
+    assert "| xla | float32 | 8 |" in out and "Tokens/s" in out
