@@ -26,9 +26,15 @@ test: install lint
 test-all: install lint
 	$(PY) -m pytest -q
 
-# Throughput report (step alone, pipeline alone, end to end); updates benchmarks/RESULTS.md.
-bench: install
-	$(PY) -m benchmarks.throughput
+# The model suite against PyTorch, then the engine's throughput (step alone, pipeline alone,
+# end to end); writes benchmarks/RESULTS.md, results.json and suite.png (python -m benchmarks -h).
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m benchmarks
 
 # 20 kills (SIGTERM, SIGKILL, mid-save) of the default experiment, which must still end bit for
 # bit like an uninterrupted run; runs/chaos-<stamp>/chaos.json has the figures (jaxdl/chaos.py).

@@ -11,6 +11,7 @@ from jaxdl.errors import UserInputError
 from jaxdl.models import layers
 
 GLOBAL_POOLS = ("avg", "max", "flatten")
+PADDINGS = ("SAME", "VALID")
 
 # conv 6@5x5 SAME keeps HxW, pool halves it, conv 16@5x5 VALID takes 4 off; 12 is the smallest
 # side for which the second pool still halves something (>= 2) instead of passing a 1 through.
@@ -39,20 +40,31 @@ def _global_pool(x: jax.Array, kind: str) -> jax.Array:
     return x.reshape(x.shape[0], -1)
 
 
+def _stage_widths(stage: Any, repeats: int) -> tuple[Any, ...]:
+    """A stage's convolution widths: `w` is `repeats` convolutions of width w, a sequence is
+    one convolution per entry (left unchecked here; `check_sizes` names a bad entry)."""
+    if isinstance(stage, Sequence) and not isinstance(stage, str | bytes):
+        return tuple(stage)
+    return (stage,) * repeats
+
+
 class CNN(nn.Module):
     """Stages of conv -> [batch norm] -> activation, each followed by pooling; then a dense head.
 
     The input rank picks the convolution: `(B, L)` is treated as `(B, L, 1)`, `(B, L, C)` gives
-    1-D convolutions and `(B, H, W, C)` 2-D ones. Convolutions use SAME padding. Pooling (window 2,
-    stride 2) after each stage skips spatial dims that are already of size 1, so any number of
-    stages runs on any input size. Dropout is applied to the pooled features and after each dense
-    layer of the head.
+    1-D convolutions and `(B, H, W, C)` 2-D ones. Each entry of `conv_features` is a stage: a
+    width (`convs_per_stage` convolutions of that width) or a sequence of widths (one convolution
+    each), so `((32, 64),)` is the classic MNIST net's conv32-conv64-pool. `padding` is 'SAME' or
+    'VALID'. Pooling (window 2, stride 2) after each stage skips spatial dims that are already of
+    size 1, so any number of stages runs on any input size. Dropout is applied to the pooled
+    features and after each dense layer of the head.
     """
 
     num_classes: int
-    conv_features: Sequence[int] = (32, 64)
+    conv_features: Sequence[int | Sequence[int]] = (32, 64)
     convs_per_stage: int = 1
     kernel_size: int = 3
+    padding: str = "SAME"
     pooling: str = "max"
     global_pool: str = "avg"
     dense_sizes: Sequence[int] = ()
@@ -63,9 +75,11 @@ class CNN(nn.Module):
     batch_axis_name: Any = None  # Set by the task in shard_map mode (layers.batch_norm).
 
     def __post_init__(self) -> None:
-        layers.check_sizes("conv_features", self.conv_features, allow_empty=False)
+        flat = [w for stage in self.conv_features for w in _stage_widths(stage, 1)]
+        layers.check_sizes("conv_features", flat, allow_empty=False)
         layers.check_positive_int("convs_per_stage", self.convs_per_stage)
         layers.check_positive_int("kernel_size", self.kernel_size)
+        layers.check_choice("padding", self.padding, PADDINGS)
         layers.check_choice("pooling", self.pooling, layers.POOLINGS)
         layers.check_choice("global_pool", self.global_pool, GLOBAL_POOLS)
         layers.check_sizes("dense_sizes", self.dense_sizes, allow_empty=True)
@@ -79,12 +93,12 @@ class CNN(nn.Module):
         act = layers.activation(self.activation)
         x = _channels_last(x)
         kernel = (self.kernel_size,) * (x.ndim - 2)
-        for features in self.conv_features:
-            for _ in range(self.convs_per_stage):
+        for stage in self.conv_features:
+            for features in _stage_widths(stage, self.convs_per_stage):
                 x = layers.conv(
                     features,
                     kernel,
-                    padding="SAME",
+                    padding=self.padding,
                     use_bias=not self.batch_norm,
                     dtype=self.dtype,
                 )(x)
