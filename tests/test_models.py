@@ -379,7 +379,7 @@ def test_patch_conv_matches_xla_convolution_and_its_gradients(input_shape, kerne
 
 
 def test_patch_conv_in_flax_conv_matches_strided_grouped_and_dilated_convs():
-    # Groups go to XLA unchanged; strides and dilation are patches (tests/test_patch_conv.py).
+    # Groups and strides go to XLA unchanged; dilation is patches (tests/test_patch_conv.py).
     x = _normal((2, 8, 8, 4), seed=0)
     for fields in ({"strides": (2, 2)}, {"feature_group_count": 2}, {"kernel_dilation": 2}):
         reference = nn.Conv(4, (3, 3), **fields)
