@@ -81,6 +81,7 @@ def test_kv_cache_decoding_equals_full_recomputation(fields):
     assert not np.allclose(alone[:, 0], full[:, 15], atol=1e-3)
 
 
+@pytest.mark.slow  # 15 s; the KV cache test covers decoding against full recomputation.
 def test_greedy_generation_matches_argmax_of_full_recomputation():
     model = _model()
     prompt = _tokens(3, (2, 4))

@@ -59,10 +59,13 @@ LAYOUTS = {
 # and (synchronised) batch statistics as one device does.
 CASES = [
     *[(name, layout) for name in ("digits_mlp", "digits_cnn") for layout in LAYOUTS],
-    # ResNet: batch norm in every block, and zero-padded (option A) shortcuts.
-    *[("digits_resnet", layout) for layout in ("data2_tensor4", "shard_map")],
-    # ViT: attention heads and MLP units over tensor; dropout inside the blocks per device.
-    *[("digits_vit", layout) for layout in ("data2_tensor4", "shard_map")],
+    # ResNet: batch norm in every block, and zero-padded (option A) shortcuts. ViT: attention
+    # heads and MLP units over tensor; dropout inside the blocks per device. Their tensor
+    # layouts (about 100 s together) run in `make test-all`; MLP and CNN cover it in `make test`.
+    ("digits_resnet", "shard_map"),
+    ("digits_vit", "shard_map"),
+    pytest.param("digits_resnet", "data2_tensor4", marks=pytest.mark.slow),
+    pytest.param("digits_vit", "data2_tensor4", marks=pytest.mark.slow),
 ]
 
 
