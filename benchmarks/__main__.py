@@ -66,10 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if torch_wanted and not suite.torch_available():
         print("PyTorch is not installed (pip install -e '.[bench]'): jaxdl only.", file=sys.stderr)
         torch_wanted = []
+    full = suite.Settings()
     settings = suite.Settings(
-        rounds=args.rounds or (1 if args.quick else 5),
-        window_s=args.window or (0.2 if args.quick else 3.0),
-        min_steps=2 if args.quick else 3,
+        rounds=args.rounds or (1 if args.quick else full.rounds),
+        window_s=args.window or (0.2 if args.quick else full.window_s),
+        min_steps=2 if args.quick else full.min_steps,
         torch_frameworks=tuple(torch_wanted),
     )
     with tempfile.TemporaryDirectory(prefix="jaxdl-suite-") as tmp:
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         payload = {
-            "machine": suite.machine(),
+            "machine": throughput.cpu_description(),
             "versions": suite.versions(),
             "matmul_peak_flops": peak,
             "models": records,

@@ -17,7 +17,6 @@ import datetime
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.reference import REFERENCES
+from benchmarks.throughput import cpu_description
 
 TORCH_FRAMEWORKS = ("torch_eager", "torch_compile")
 BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
@@ -37,20 +37,18 @@ class Settings:
     rounds: int = 5
     window_s: float = 3.0  # Seconds per timed window (at least MIN_STEPS steps).
     min_steps: int = 3
-    threads: int = 0  # 0: the cores this process may use.
     torch_frameworks: tuple[str, ...] = TORCH_FRAMEWORKS
 
 
 class Worker:
     """A worker.py process, speaking one JSON line per command."""
 
-    def __init__(self, framework: str, model: str, scratch: Path, threads: int):
+    def __init__(self, framework: str, model: str, scratch: Path):
         self.framework = framework
-        threads = threads or len(os.sched_getaffinity(0))
         self._process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "benchmarks.worker", framework, model),
-                *("--scratch", str(scratch), "--threads", str(threads)),
+                *("--scratch", str(scratch)),
             ],
             cwd=HERE.parent,
             env=_cold_cache_env(scratch),
@@ -102,7 +100,7 @@ def _spread(values: Sequence[float]) -> dict[str, float]:
 
 def measure_peak(scratch: Path, settings: Settings) -> dict[str, float]:
     """FLOP/s of XLA's 2048x2048 float32 matmul: median and spread over the rounds."""
-    worker = Worker("matmul", "-", scratch, settings.threads)
+    worker = Worker("matmul", "-", scratch)
     flops = worker.facts["flops_per_call"]
     count = _count(worker.ask("time", 2), settings)
     rates = [worker.ask("time", count) * flops for _ in range(settings.rounds)]
@@ -115,7 +113,7 @@ def measure_model(name: str, scratch: Path, settings: Settings, peak: float) -> 
     reference = REFERENCES[name]
     frameworks = ["jaxdl", *settings.torch_frameworks]
     # Started one at a time: a compile never shares the cores with another.
-    workers = {fw: Worker(fw, name, scratch, settings.threads) for fw in frameworks}
+    workers = {fw: Worker(fw, name, scratch) for fw in frameworks}
     counts = {
         fw: _count(worker.ask("time", settings.min_steps), settings)
         for fw, worker in workers.items()
@@ -162,20 +160,6 @@ def measure_model(name: str, scratch: Path, settings: Settings, peak: float) -> 
     }
 
 
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return f"{len(os.sched_getaffinity(0))} CPU cores ({cpu})"
-
-
 def versions() -> str:
     import jax
 
@@ -198,7 +182,7 @@ def report(records: Sequence[dict], peak: dict[str, float], settings: Settings) 
         BEGIN,
         "## Model suite against PyTorch (`make bench`, `python -m benchmarks`)",
         "",
-        f"Measured {when} on {machine()}, {versions()}, float32, {settings.rounds} rounds "
+        f"Measured {when} on {cpu_description()}, {versions()}, float32, {settings.rounds} rounds "
         f"of about {settings.window_s:g} s per framework, alternated; medians (min-max). "
         f"Matmul peak (XLA, 2048x2048): {peak['median'] / 1e9:.0f} GFLOP/s "
         f"({peak['min'] / 1e9:.0f}-{peak['max'] / 1e9:.0f}).",

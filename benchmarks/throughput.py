@@ -140,7 +140,8 @@ def measure_streaming(quick: bool, scratch: Path) -> list[dict]:
     return rows
 
 
-def _machine() -> str:
+def cpu_description() -> str:
+    """'N CPU cores (model name)': the cores this process may use, named from /proc/cpuinfo."""
     cpu = platform.processor() or platform.machine()
     try:
         names = [
@@ -152,8 +153,12 @@ def _machine() -> str:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cores} CPU cores ({cpu})"
+
+
+def _machine() -> str:
     device = jax.devices()[0]
-    return f"{cores} CPU cores ({cpu}), {device.platform} ({device.device_kind}), JAX {jax.__version__}"
+    return f"{cpu_description()}, {device.platform} ({device.device_kind}), JAX {jax.__version__}"
 
 
 def report(experiments: Sequence[dict], streaming: Sequence[dict], quick: bool) -> str:
