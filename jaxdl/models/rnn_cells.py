@@ -26,9 +26,15 @@ def _matmul(h: jax.Array, w: jax.Array) -> jax.Array:
     return jnp.einsum("dbh,dhgk->dbgk", h.astype(w.dtype), w, preferred_element_type=jnp.float32)
 
 
-def _matmul_t(grad: jax.Array, w: jax.Array) -> jax.Array:
-    """grad (D, B, G, H) @ w^T -> (D, B, H) float32: the gradient reaching h."""
-    return jnp.einsum("dbgk,dhgk->dbh", grad.astype(w.dtype), w, preferred_element_type=jnp.float32)
+def _matmul_t(grads: tuple[jax.Array, ...], w: jax.Array) -> jax.Array:
+    """G gate gradients (D, B, H) @ w^T -> (D, B, H) float32: the gradient reaching h.
+
+    The gates are joined along the last axis (a concatenation, which XLA's CPU loop code runs
+    several times faster than a stack on a new axis) to meet w as (D, H, G * H).
+    """
+    joined = jnp.concatenate(grads, axis=-1).astype(w.dtype)
+    w_flat = w.reshape(*w.shape[:2], -1)
+    return jnp.einsum("dbk,dhk->dbh", joined, w_flat, preferred_element_type=jnp.float32)
 
 
 def _kernel_grad(h_prev: jax.Array, grad: jax.Array, w: jax.Array) -> jax.Array:
@@ -47,6 +53,16 @@ def _scan(step: Any, init: Any, xs: Any, unroll: int, reverse: bool = False) -> 
     return jax.lax.scan(step, init, xs, unroll=unroll, reverse=reverse)
 
 
+def _per_gate(x: jax.Array) -> tuple[jax.Array, ...]:
+    """(..., G, H) -> G arrays (..., H).
+
+    The scans read their per-step inputs as one array per gate: XLA's CPU backend runs a loop
+    fusion that takes several slices of one dynamically indexed step about 7x slower than the
+    same fusion over separate per-gate inputs (measured on the LSTM cell, 2 cores).
+    """
+    return tuple(x[..., k, :] for k in range(x.shape[-2]))
+
+
 # LSTM: gates input, forget, cell, output.
 
 
@@ -54,18 +70,18 @@ def _lstm_forward(gates_x, valid, w_hh, unroll, save):
     def step(carry, inputs):
         gx, keep = inputs
         h, c = carry
-        a = gx + _matmul(h, w_hh)
-        i, f = sigmoid(a[..., 0, :]), sigmoid(a[..., 1, :])
-        g, o = jnp.tanh(a[..., 2, :]), sigmoid(a[..., 3, :])
+        rec = _per_gate(_matmul(h, w_hh))
+        i, f = sigmoid(gx[0] + rec[0]), sigmoid(gx[1] + rec[1])
+        g, o = jnp.tanh(gx[2] + rec[2]), sigmoid(gx[3] + rec[3])
         c_new = f * c + i * g
         tanh_c = jnp.tanh(c_new)
         keep = keep[..., None]
         carry = (jnp.where(keep, o * tanh_c, h), jnp.where(keep, c_new, c))
-        saved = (h, c, jnp.stack([i, f, g, o], axis=-2), tanh_c) if save else None
+        saved = (h, c, (i, f, g, o), tanh_c) if save else None
         return carry, (carry[0], saved)
 
     zeros = jnp.zeros(gates_x.shape[1:3] + gates_x.shape[-1:], jnp.float32)
-    _, (outputs, saved) = _scan(step, (zeros, zeros), (gates_x, valid), unroll)
+    _, (outputs, saved) = _scan(step, (zeros, zeros), (_per_gate(gates_x), valid), unroll)
     return outputs, saved
 
 
@@ -91,16 +107,13 @@ def _lstm_bwd(unroll, residuals, d_outputs):
         # A padded step passed the state through: its gradient goes straight to the previous
         # state; a real step's goes through the cell.
         dh_new, dc_new = jnp.where(keep, dh, 0.0), jnp.where(keep, dc, 0.0)
-        i, f, g, o = (act[..., k, :] for k in range(4))
+        i, f, g, o = act
         dc_total = dc_new + dh_new * o * (1.0 - tc * tc)
-        da = jnp.stack(
-            [
-                dc_total * g * i * (1.0 - i),
-                dc_total * c * f * (1.0 - f),
-                dc_total * i * (1.0 - g * g),
-                dh_new * tc * o * (1.0 - o),
-            ],
-            axis=-2,
+        da = (
+            dc_total * g * i * (1.0 - i),
+            dc_total * c * f * (1.0 - f),
+            dc_total * i * (1.0 - g * g),
+            dh_new * tc * o * (1.0 - o),
         )
         dh_prev = _matmul_t(da, w_hh) + jnp.where(keep, 0.0, dh)
         dc_prev = dc_total * f + jnp.where(keep, 0.0, dc)
@@ -108,7 +121,9 @@ def _lstm_bwd(unroll, residuals, d_outputs):
 
     zeros = jnp.zeros(d_outputs.shape[1:], jnp.float32)
     xs = (d_outputs, valid, c_prev, acts, tanh_c)
+    # The loop emits one array per gate (stacking inside it is slow on CPU); stacked once here.
     _, d_gates = _scan(step, (zeros, zeros), xs, unroll, reverse=True)
+    d_gates = jnp.stack(d_gates, axis=-2)
     return d_gates, None, _kernel_grad(h_prev, d_gates, w_hh)
 
 
@@ -122,17 +137,17 @@ lstm_sequence.defvjp(_lstm_fwd, _lstm_bwd)
 def _gru_forward(gates_x, valid, w_hh, b_hn, unroll, save):
     def step(h, inputs):
         gx, keep = inputs
-        rec = _matmul(h, w_hh)
-        r = sigmoid(gx[..., 0, :] + rec[..., 0, :])
-        z = sigmoid(gx[..., 1, :] + rec[..., 1, :])
-        hn = rec[..., 2, :] + b_hn[:, None]
-        n = jnp.tanh(gx[..., 2, :] + r * hn)
+        rec = _per_gate(_matmul(h, w_hh))
+        r = sigmoid(gx[0] + rec[0])
+        z = sigmoid(gx[1] + rec[1])
+        hn = rec[2] + b_hn[:, None]
+        n = jnp.tanh(gx[2] + r * hn)
         h_new = jnp.where(keep[..., None], (1.0 - z) * n + z * h, h)
-        saved = (h, jnp.stack([r, z, n, hn], axis=-2)) if save else None
+        saved = (h, (r, z, n, hn)) if save else None
         return h_new, (h_new, saved)
 
     zeros = jnp.zeros(gates_x.shape[1:3] + gates_x.shape[-1:], jnp.float32)
-    _, (outputs, saved) = _scan(step, zeros, (gates_x, valid), unroll)
+    _, (outputs, saved) = _scan(step, zeros, (_per_gate(gates_x), valid), unroll)
     return outputs, saved
 
 
@@ -157,18 +172,23 @@ def _gru_bwd(unroll, residuals, d_outputs):
         keep = keep[..., None]
         dh = dh + d_out
         d_new = jnp.where(keep, dh, 0.0)
-        r, z, n, hn = (act[..., k, :] for k in range(4))
+        r, z, n, hn = act
         dn = d_new * (1.0 - z) * (1.0 - n * n)  # At n's pre-activation.
         dr = dn * hn * r * (1.0 - r)
         dz = d_new * (h - n) * z * (1.0 - z)
-        d_rec = jnp.stack([dr, dz, dn * r], axis=-2)  # At the recurrent product (+ b_hn).
+        d_rec = (dr, dz, dn * r)  # At the recurrent product (+ b_hn).
         dh_prev = _matmul_t(d_rec, w_hh) + d_new * z + jnp.where(keep, 0.0, dh)
-        return dh_prev, (jnp.stack([dr, dz, dn], axis=-2), d_rec)
+        return dh_prev, (dr, dz, dn)
 
     zeros = jnp.zeros(d_outputs.shape[1:], jnp.float32)
     xs = (d_outputs, valid, h_prev, acts)
-    _, (d_gates, d_rec) = _scan(step, zeros, xs, unroll, reverse=True)
-    d_b_hn = d_rec[..., 2, :].sum(axis=(0, 2))
+    # Per-gate outputs from the loop, stacked once after it (see _lstm_bwd). dr and dz are the
+    # same at the input and at the recurrent product; the n gate's differs by the factor r.
+    _, (dr, dz, dn) = _scan(step, zeros, xs, unroll, reverse=True)
+    d_rec_n = dn * acts[0]
+    d_gates = jnp.stack([dr, dz, dn], axis=-2)
+    d_rec = jnp.stack([dr, dz, d_rec_n], axis=-2)
+    d_b_hn = d_rec_n.sum(axis=(0, 2))
     return d_gates, None, _kernel_grad(h_prev, d_rec, w_hh), d_b_hn
 
 
