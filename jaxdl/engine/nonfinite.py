@@ -25,6 +25,16 @@ def _is_float(leaf: Any) -> bool:
     return jnp.issubdtype(leaf.dtype, jnp.floating)
 
 
+def _not_finite(value: jax.Array) -> jax.Array:
+    """True if any element is NaN or infinite.
+
+    Tested through the float32 sum of value * 0 (NaN exactly when some element is not finite)
+    rather than all(isfinite(value)): one vectorised reduction, which XLA's CPU backend runs
+    about 2x faster than the predicate reduction; on a small model's step that is a few percent.
+    """
+    return ~jnp.isfinite(jnp.sum(value * 0, dtype=jnp.float32))
+
+
 def checked_names(abstract_state: Any, metric_names: list[str]) -> list[str]:
     """What each entry of the `bad` mask stands for: the train metrics, then the state leaves."""
     leaves = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
@@ -47,7 +57,7 @@ def guard(
     values = [metrics[name] for name in sorted(metrics)] + [
         leaf for leaf in jax.tree.leaves(new_state) if _is_float(leaf)
     ]
-    bad = jnp.stack([~jnp.all(jnp.isfinite(value)) for value in values])
+    bad = jnp.stack([_not_finite(value) for value in values])
     ok = ~jnp.any(bad)
     kept = old_state.replace(step=new_state.step)
     state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, kept)
