@@ -120,8 +120,9 @@ class RecurrentLayer(nn.Module):
                 jnp.float32,
             )
         # All steps, directions and gates in one plain 2-D product over time-major rows (time
-        # leads for the scan). Written as one einsum to the (T, D, B, G, H) layout instead, XLA's
-        # CPU backend took about 3x longer for it and its gradient.
+        # leads for the scan). Written as one einsum to the (T, D, B, G, H) layout instead, its
+        # forward took about 3x longer on XLA's CPU backend at the reference LSTM's shape (its
+        # gradient about 1.2x); the model's gradient went from about 121 to 108 ms.
         time_major = x.transpose(1, 0, 2).reshape(steps * batch, features).astype(self.dtype)
         gates_x = jnp.matmul(
             time_major,
