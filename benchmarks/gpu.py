@@ -1,0 +1,270 @@
+"""GPU figures: the reference suite in bfloat16, GPT-2 small's tokens/s and MFU, ResNet-50 images/s.
+
+    python -m benchmarks.gpu --out DIR            # on a GPU machine; one JSON line per result,
+                                                  # also appended to DIR/gpu_results.jsonl
+    python -m benchmarks.gpu --quick              # tiny shapes: checks the script on any backend
+
+Each model is jaxdl's own: the registry's module, the task's train step and the optimizer from
+the experiment config, jitted with the state donated, as the engine runs it. The input pipeline
+is left out (a device-resident random batch) so the figure is the step's: GPU machines lent here
+have no Grain or TFDS installed, and the CPU suite measures the pipeline's share separately.
+
+FLOPs are analytic, as in reference.py. GPT-2 small counts 6 x (parameters less the position
+table) + 12 x layers x sequence x width per token (attention's two products, forward and
+backward), the usual model-FLOPs convention; MFU divides by the dense bf16 peak (989 TFLOP/s for
+the H100 SXM, the figure the issue names; the H200 has the same compute).
+"""
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+H100_BF16_PEAK = 989e12
+
+
+def _spec(input_shape: tuple[int, ...], classes: int, vocab: int = 0) -> SimpleNamespace:
+    """The few DatasetSpec fields that build_task reads."""
+    features = {"input": SimpleNamespace(shape=input_shape)}
+    return SimpleNamespace(
+        input_shape=input_shape, num_classes=classes, vocab_size=vocab, features=features
+    )
+
+
+def _timed_step(
+    config: Any, spec: SimpleNamespace, batch: dict, steps: int, trace: Path | None = None
+) -> dict:
+    """Compile the task's train step on `batch` and time `steps` back-to-back updates."""
+    import jax
+
+    from jaxdl.tasks import build_task
+
+    task = build_task(config, spec)
+    state = jax.jit(task.init_state)(jax.random.PRNGKey(0), batch)
+    step = jax.jit(task.train_step, donate_argnums=0)
+    start = time.perf_counter()
+    compiled = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+    for _ in range(3):  # Warm-up: allocator and autotuning settle.
+        state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    seconds = time.perf_counter() - start
+    if trace is not None:  # A profile of three more steps, for tensorboard / xprof.
+        with jax.profiler.trace(str(trace)):
+            for _ in range(3):
+                state, metrics = compiled(state, batch)
+            jax.block_until_ready(metrics)
+    params = sum(x.size for x in jax.tree.leaves(state.params))
+    loss = float(metrics["loss"])
+    return {
+        "compile_s": round(compile_s, 2),
+        "steps_per_s": steps / seconds,
+        "parameters": int(params),
+        "final_loss": loss,
+    }
+
+
+def _images(shape: tuple[int, ...], batch: int, classes: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    key_x, key_y = jax.random.split(jax.random.PRNGKey(1))
+    return {
+        "input": jax.random.normal(key_x, (batch, *shape), jnp.float32),
+        "label": jax.random.randint(key_y, (batch,), 0, classes),
+    }
+
+
+def _tokens(batch: int, length: int, vocab: int) -> dict:
+    import jax
+
+    tokens = jax.random.randint(jax.random.PRNGKey(2), (batch, length + 1), 0, vocab)
+    return {"input": tokens[:, :-1], "target": tokens[:, 1:]}
+
+
+def matmul_peak(size: int) -> float:
+    """bf16 FLOP/s of one size^3 matrix product, mean of 10 after 3 warm-ups."""
+    import jax
+    import jax.numpy as jnp
+
+    keys = jax.random.split(jax.random.PRNGKey(0))
+    a, b = (jax.random.normal(k, (size, size), jnp.bfloat16) for k in keys)
+    product = jax.jit(jnp.matmul)
+    for _ in range(3):
+        out = product(a, b)
+    jax.block_until_ready(out)
+    start = time.perf_counter()
+    for _ in range(10):
+        out = product(a, b)
+    jax.block_until_ready(out)
+    return 10 * 2 * size**3 / (time.perf_counter() - start)
+
+
+def suite_bf16(quick: bool, steps: int) -> list[dict]:
+    """The CPU suite's reference models (reference.py), model.dtype='bfloat16'."""
+    from benchmarks.reference import REFERENCES
+
+    records = []
+    for name, ref in REFERENCES.items():
+        if quick and name != "mlp":
+            continue
+        config = ref.make_config(Path("/nonexistent"))  # Image paths are never read here.
+        config.model.dtype = "bfloat16"
+        if config.task.name == "language_model":
+            length = 128 if name == "gpt" else 64
+            config.task.context = 0
+            spec, batch = _spec((length,), 256, 256), _tokens(ref.batch_size, length, 256)
+        else:
+            shape = {"mlp": (784,), "cnn": (28, 28, 1), "resnet18": (32, 32, 3)}[name]
+            spec, batch = _spec(shape, 10), _images(shape, ref.batch_size, 10)
+        result = _timed_step(config, spec, batch, steps)
+        result.update(
+            model=name,
+            samples_per_s=result["steps_per_s"] * ref.batch_size,
+            tflops_per_s=result["steps_per_s"] * ref.train_flops_per_step / 1e12,
+        )
+        records.append(result)
+        _emit(result)
+    return records
+
+
+def gpt2_small(
+    quick: bool, steps: int, batch_size: int, attention: str, trace: Path | None = None
+) -> dict:
+    """GPT-2 small (124M: 12 x 768, 12 heads, sequence 1024, tied embeddings) in bf16, AdamW."""
+    from benchmarks.reference import REFERENCES
+
+    layers, width, heads, length = (2, 128, 4, 128) if quick else (12, 768, 12, 1024)
+    vocab = 50304  # GPT-2's 50257 rounded up to a multiple of 128, as is usual for speed.
+    config = REFERENCES["gpt"].make_config(Path("/nonexistent"))
+    config.task.context = 0
+    config.model.update(
+        hidden_size=width,
+        num_layers=layers,
+        num_heads=heads,
+        mlp_dim=4 * width,
+        max_length=length,
+        tie_embeddings=True,
+        dtype="bfloat16",
+        attention=attention,
+    )
+    result = _timed_step(
+        config, _spec((length,), vocab, vocab), _tokens(batch_size, length, vocab), steps, trace
+    )
+    matmul_params = result["parameters"] - length * width  # The position table is a lookup.
+    flops_per_token = 6 * matmul_params + 12 * layers * length * width
+    tokens_per_s = result["steps_per_s"] * batch_size * length
+    result.update(
+        model="gpt2_small" + ("_quick" if quick else ""),
+        batch=batch_size,
+        attention=attention,
+        tokens_per_s=tokens_per_s,
+        model_tflops_per_s=tokens_per_s * flops_per_token / 1e12,
+        mfu_vs_989=tokens_per_s * flops_per_token / H100_BF16_PEAK,
+    )
+    _emit(result)
+    return result
+
+
+def resnet50(quick: bool, steps: int, batch_size: int) -> dict:
+    """ResNet-50 (ImageNet stem, 224x224x3, 1000 classes) in bf16, SGD momentum 0.9."""
+    from benchmarks.reference import REFERENCES
+
+    side = 64 if quick else 224
+    config = REFERENCES["resnet18"].make_config(Path("/nonexistent"))
+    config.model.update(depth=50, stem="imagenet", dtype="bfloat16")
+    shape = (side, side, 3)
+    result = _timed_step(config, _spec(shape, 1000), _images(shape, batch_size, 1000), steps)
+    result.update(
+        model="resnet50" + ("_quick" if quick else ""),
+        batch=batch_size,
+        images_per_s=result["steps_per_s"] * batch_size,
+    )
+    _emit(result)
+    return result
+
+
+_SINK: list[Path] = []
+
+
+def _emit(record: dict) -> None:
+    line = json.dumps(record)
+    print(line, flush=True)
+    for path in _SINK:
+        with path.open("a") as sink:
+            sink.write(line + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=None, help="folder for gpu_results.jsonl")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, few steps")
+    parser.add_argument("--parts", default="peak,gpt2,resnet50,suite", help="comma-separated")
+    parser.add_argument("--gpt2-batches", default="16,32", help="batch sizes to try")
+    parser.add_argument("--gpt2-attention", default="auto", help="comma-separated: auto,cudnn,xla")
+    parser.add_argument("--trace", type=Path, default=None, help="profile GPT-2's steps here")
+    parser.add_argument("--resnet50-batches", default="128,256", help="batch sizes to try")
+    args = parser.parse_args(argv)
+    if args.out is not None:
+        if args.out.exists() and not args.out.is_dir():
+            print(f"error: --out {args.out} is a file; give a folder.", file=sys.stderr)
+            return 2
+        args.out.mkdir(parents=True, exist_ok=True)
+        _SINK.append(args.out / "gpu_results.jsonl")
+
+    import jax
+
+    from jaxdl.models.layers import resolve_dtype
+
+    resolve_dtype("bfloat16")  # Fails here, not mid-run, if the package cannot load.
+    device = jax.devices()[0]
+    _emit({"jax": jax.__version__, "device": device.device_kind, "backend": jax.default_backend()})
+    steps = 3 if args.quick else 20
+    parts = args.parts.split(",")
+    jobs: list[tuple[str, Any]] = []
+    if "peak" in parts:
+        jobs.append(
+            (
+                "peak",
+                lambda: _emit(
+                    {"bf16_matmul_tflops": matmul_peak(256 if args.quick else 8192) / 1e12}
+                ),
+            )
+        )
+    if "gpt2" in parts:
+        for batch in [int(b) for b in args.gpt2_batches.split(",")]:
+            for attention in args.gpt2_attention.split(","):
+                jobs.append(
+                    (
+                        "gpt2",
+                        lambda b=batch, a=attention: gpt2_small(
+                            args.quick, steps, b, a, args.trace
+                        ),
+                    )
+                )
+    if "resnet50" in parts:
+        for batch in (2,) if args.quick else [int(b) for b in args.resnet50_batches.split(",")]:
+            jobs.append(("resnet50", lambda b=batch: resnet50(args.quick, steps, b)))
+    if "suite" in parts:
+        jobs.append(("suite", lambda: suite_bf16(args.quick, 5 if args.quick else 50)))
+    failed = 0
+    for name, job in jobs:
+        try:
+            job()
+        except Exception as error:  # One failing part must not cost the others' figures.
+            failed += 1
+            _emit({"part": name, "error": f"{type(error).__name__}: {error}"[:2000]})
+            traceback.print_exc()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
