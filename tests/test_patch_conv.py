@@ -1,4 +1,5 @@
-"""patch_conv against lax.conv_general_dilated: values and gradients for the cases it covers."""
+"""CPU speed paths against the plain ones: patch_conv against lax.conv_general_dilated, pooling
+by reshape against Flax's, values and gradients."""
 
 import functools
 
@@ -56,6 +57,43 @@ def test_patch_conv_matches_lax_values_and_gradients(spatial, kernel, strides, p
     chex.assert_trees_all_close(grads, expected_grads, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    ("spatial", "kernel", "padding", "dilation", "chunk_elements"),
+    [
+        ((6, 5), (3, 3), "VALID", (1, 1), 2 * 4 * 3 * 27),  # 2 examples (of 4x3x27) per chunk.
+        ((5, 6), (2, 3), ((2, 0), (1, 3)), (2, 1), 1),  # One example per chunk, explicit pads.
+        ((9,), (3,), "SAME", (2,), 1),  # 1-D, dilated SAME.
+        ((4, 5, 4), (2, 1, 2), "SAME", (1, 1, 1), 1),  # 3-D.
+    ],
+)
+def test_stride_one_patch_conv_over_batch_chunks_matches_lax(
+    monkeypatch, spatial, kernel, padding, dilation, chunk_elements
+):
+    """The stride-1 path runs over batch chunks with its own gradient: force several chunks."""
+    from jaxdl.models import patch_conv as patch_conv_module
+
+    monkeypatch.setattr(patch_conv_module, "CHUNK_PATCH_ELEMENTS", chunk_elements)
+    x = _normal((6, *spatial, 3), seed=2)
+    w = _normal((*kernel, 3, 4), seed=3)
+    layout = _LAYOUTS[len(spatial)]
+
+    @jax.jit
+    def outputs_and_grads(x, w):
+        def loss(conv, x, w):
+            y = conv(x, w, (1,) * len(spatial), padding, None, dilation, layout)
+            return jnp.sum(jnp.sin(y)), y
+
+        patches = functools.partial(patch_conv, xla_where_faster=False)
+        return [
+            jax.grad(functools.partial(loss, conv), (0, 1), has_aux=True)(x, w)
+            for conv in (patches, lax.conv_general_dilated)
+        ]
+
+    (grads, out), (expected_grads, expected_out) = outputs_and_grads(x, w)
+    chex.assert_trees_all_close(out, expected_out, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(grads, expected_grads, rtol=1e-5, atol=1e-4)
+
+
 def test_patch_conv_hands_input_dilation_groups_and_other_layouts_to_lax():
     x, w = _normal((2, 5, 5, 4), seed=0), _normal((3, 3, 4, 4), seed=1)
     channels_last = ("NHWC", "HWIO", "NHWC")
@@ -97,3 +135,29 @@ def test_patch_conv_leaves_a_band_of_thin_layers_to_lax(lhs_shape, rhs_shape, ex
     args = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in (lhs_shape, rhs_shape)]
     primitives = {eqn.primitive.name for eqn in jax.make_jaxpr(conv)(*args).eqns}
     assert ("conv_general_dilated" in primitives) == (expected == "lax")
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 6, 5), (2, 9, 4), (2, 5, 4, 3, 2)])
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pooling_by_reshape_matches_flax_values_and_gradients(shape, kind):
+    """CPU pooling (layers._pool_by_reshape) against nn.max_pool / nn.avg_pool, odd sizes too."""
+    from flax import linen as nn
+
+    from jaxdl.models.layers import _pool_by_reshape
+
+    x = jnp.asarray(_normal(shape, seed=4))
+    window = tuple(2 if size >= 2 else 1 for size in shape[1:-1])
+    reference = {"max": nn.max_pool, "avg": nn.avg_pool}[kind]
+
+    def loss(pool, x):
+        return jnp.sum(jnp.sin(pool(x)))
+
+    ours = functools.partial(_pool_by_reshape, window=window, kind=kind)
+    theirs = functools.partial(reference, window_shape=window, strides=window)
+    chex.assert_trees_all_close(ours(x), theirs(x), rtol=1e-6)
+    chex.assert_trees_all_close(
+        jax.grad(functools.partial(loss, ours))(x),
+        jax.grad(functools.partial(loss, theirs))(x),
+        rtol=1e-6,
+        atol=1e-7,
+    )

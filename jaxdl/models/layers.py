@@ -201,6 +201,26 @@ class Dropout(nn.Module):
         return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
 
 
+def _pool_by_reshape(x: jax.Array, window: tuple[int, ...], kind: str) -> jax.Array:
+    """Non-overlapping pooling as a reshape and a reduction, for XLA's CPU backend.
+
+    XLA's CPU reduce_window and its gradient (select_and_scatter) are slow: max-pooling a
+    128x24x24x64 batch forward and backward took 83 ms on 2 cores, this 11 ms. The values are
+    the same as `nn.max_pool` / `nn.avg_pool` with VALID padding (a trailing odd row is dropped
+    either way); the max's gradient differs only on exact ties within a window, which it splits
+    evenly where select_and_scatter gives it all to the first.
+    """
+    spatial = x.shape[1:-1]
+    kept = tuple(size // w * w for size, w in zip(spatial, window, strict=True))
+    x = x[(slice(None), *(slice(0, k) for k in kept), slice(None))]
+    split = [x.shape[0]]
+    for size, w in zip(kept, window, strict=True):
+        split += [size // w, w]
+    axes = tuple(range(2, 2 * len(window) + 1, 2))
+    grouped = x.reshape(*split, x.shape[-1])
+    return grouped.max(axis=axes) if kind == "max" else grouped.mean(axis=axes)
+
+
 def pool(x: jax.Array, kind: str) -> jax.Array:
     """Window-2 stride-2 pooling over the spatial axes of a channels-last `(B, *spatial, C)` array.
 
@@ -208,6 +228,8 @@ def pool(x: jax.Array, kind: str) -> jax.Array:
     still runs on tiny inputs (e.g. 8x8 digits through four stages ends at 1x1).
     """
     window = tuple(2 if size >= 2 else 1 for size in x.shape[1:-1])
+    if kind in ("max", "avg") and jax.default_backend() == "cpu":
+        return _pool_by_reshape(x, window, kind)
     if kind == "max":
         return nn.max_pool(x, window, strides=window)
     if kind == "avg":
