@@ -213,7 +213,8 @@ def _over_chunks(
     batch = arrays[0].shape[0]
     count = batch // chunk
     if count == 1:
-        return body(arrays)
+        value, total = body(arrays)
+        return value.astype(out_dtype), total
     grouped = tuple(a.reshape(chunk, count, *a.shape[1:]) for a in arrays)
 
     def step(j: jax.Array, carry: tuple[jax.Array, Any]) -> tuple[jax.Array, Any]:
@@ -224,7 +225,7 @@ def _over_chunks(
             tuple(lax.dynamic_index_in_dim(g, j, 1, keepdims=False) for g in grouped)
         )
         value, part = body(parts)
-        out = lax.dynamic_update_index_in_dim(out, value, j, 1)
+        out = lax.dynamic_update_index_in_dim(out, value.astype(out.dtype), j, 1)
         return out, (None if acc is None else acc + part)
 
     out = jnp.zeros((chunk, count, *out_example_shape), out_dtype)
@@ -252,7 +253,8 @@ def _chunked_conv(lhs: jax.Array, rhs: jax.Array, settings: _Settings) -> jax.Ar
         )
         return product, None
 
-    dtype = settings.preferred_element_type or jnp.result_type(lhs, rhs)
+    dtype = settings.preferred_element_type
+    dtype = jnp.result_type(lhs, rhs) if dtype is None else dtype
     out, _ = _over_chunks(body, (padded,), (*out_spatial, features), dtype, settings.chunk)
     return out
 
@@ -296,7 +298,8 @@ def _chunked_conv_bwd(
             preferred_element_type=jnp.float32,
         )
         patch_grad = lax.optimization_barrier(jnp.matmul(g, kernel.T, precision=precision))
-        input_grad = jnp.zeros(x.shape, patch_grad.dtype)
+        # float32 sums of the taps' overlaps, as XLA's own convolution gradient accumulates.
+        input_grad = jnp.zeros(x.shape, jnp.promote_types(patch_grad.dtype, jnp.float32))
         for tap, start in enumerate(offsets):
             part = patch_grad[..., tap * in_features : (tap + 1) * in_features]
             spatial = zip(start, x.shape[1:-1], out_spatial, strict=True)
