@@ -7,6 +7,13 @@ gradients to 1e-6 (shared/README.md). `patch_conv` has the signature of
 `lax.conv_general_dilated`, so `nn.Conv(conv_general_dilated=patch_conv)` keeps its parameters
 (the same names and shapes) and checkpoints stay interchangeable.
 
+Stride-1 convolutions (all but downsampling) go further: the batch is cut into chunks whose
+patch matrix fits in cache, and a custom VJP recomputes each chunk's patches for the kernel
+gradient and scatters the input gradient back per chunk, so the whole batch's patches are never
+written to memory (conv 32->64 above: forward 118 -> 29 ms, with both gradients 235 -> 109 ms;
+PyTorch's oneDNN convolution 52 and 117 ms). Being a custom VJP, it supports reverse-mode
+differentiation (gradients of gradients too), not forward-mode (`jax.jvp`).
+
 Covered: channels-last layouts with any number of spatial dims, padding 'VALID', 'SAME',
 'SAME_LOWER' or explicit pairs, and kernel dilation; window strides only with `strided=True`
 (see the comment in `patch_conv`). A 1x1 kernel is one matmul. Input dilation (transposed
