@@ -15,8 +15,7 @@ PyTorch's oneDNN convolution 52 and 117 ms). Being a custom VJP, it supports rev
 differentiation (gradients of gradients too), not forward-mode (`jax.jvp`).
 
 Covered: channels-last layouts with any number of spatial dims, padding 'VALID', 'SAME',
-'SAME_LOWER' or explicit pairs, and kernel dilation; window strides only with `strided=True`
-(see the comment in `patch_conv`). A 1x1 kernel is one matmul. Input dilation (transposed
+'SAME_LOWER' or explicit pairs, kernel dilation and window strides. A 1x1 kernel is one matmul. Input dilation (transposed
 convs), feature or batch groups and other layouts go to `lax.conv_general_dilated` unchanged,
 and so does the band of thin layers where it measured faster (`_xla_is_faster`).
 """
@@ -88,7 +87,6 @@ def patch_conv(
     preferred_element_type: Any = None,
     *,
     xla_where_faster: bool = True,
-    strided: bool = False,
 ) -> jax.Array:
     """`lax.conv_general_dilated`, computed as patches @ kernel where that is possible and (with
     `xla_where_faster`, the default) not slower than XLA's convolution by the rule above."""
@@ -109,11 +107,7 @@ def patch_conv(
         )
 
     if (
-        # Strided patch products are exact on one device, but under a tensor-split mesh they
-        # moved digits_resnet's parameters 7.6e-5 from one device's after a few steps (2e-7
-        # through lax), which is not yet explained: off until it is (`strided=True` for tests).
-        (not strided and any(s != 1 for s in window_strides))
-        or any(d != 1 for d in (lhs_dilation or ()))
+        any(d != 1 for d in (lhs_dilation or ()))
         or feature_group_count != 1
         or batch_group_count != 1
         or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
