@@ -16,15 +16,18 @@ the H100 SXM, the figure the issue names; the H200 has the same compute).
 """
 
 import argparse
+import functools
 import json
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 H100_BF16_PEAK = 989e12
+PARTS = ("peak", "gpt2", "resnet50", "suite")
 
 
 def _spec(input_shape: tuple[int, ...], classes: int, vocab: int = 0) -> SimpleNamespace:
@@ -108,7 +111,7 @@ def matmul_peak(size: int) -> float:
     return 10 * 2 * size**3 / (time.perf_counter() - start)
 
 
-def suite_bf16(quick: bool, steps: int) -> list[dict]:
+def suite_bf16(quick: bool, steps: int, sink: Path | None) -> list[dict]:
     """The CPU suite's reference models (reference.py), model.dtype='bfloat16'."""
     from benchmarks.reference import REFERENCES
 
@@ -132,12 +135,17 @@ def suite_bf16(quick: bool, steps: int) -> list[dict]:
             tflops_per_s=result["steps_per_s"] * ref.train_flops_per_step / 1e12,
         )
         records.append(result)
-        _emit(result)
+        _emit(result, sink)
     return records
 
 
 def gpt2_small(
-    quick: bool, steps: int, batch_size: int, attention: str, trace: Path | None = None
+    quick: bool,
+    steps: int,
+    batch_size: int,
+    attention: str,
+    sink: Path | None,
+    trace: Path | None = None,
 ) -> dict:
     """GPT-2 small (124M: 12 x 768, 12 heads, sequence 1024, tied embeddings) in bf16, AdamW."""
     from benchmarks.reference import REFERENCES
@@ -170,11 +178,11 @@ def gpt2_small(
         model_tflops_per_s=tokens_per_s * flops_per_token / 1e12,
         mfu_vs_989=tokens_per_s * flops_per_token / H100_BF16_PEAK,
     )
-    _emit(result)
+    _emit(result, sink)
     return result
 
 
-def resnet50(quick: bool, steps: int, batch_size: int) -> dict:
+def resnet50(quick: bool, steps: int, batch_size: int, sink: Path | None) -> dict:
     """ResNet-50 (ImageNet stem, 224x224x3, 1000 classes) in bf16, SGD momentum 0.9."""
     from benchmarks.reference import REFERENCES
 
@@ -188,37 +196,44 @@ def resnet50(quick: bool, steps: int, batch_size: int) -> dict:
         batch=batch_size,
         images_per_s=result["steps_per_s"] * batch_size,
     )
-    _emit(result)
+    _emit(result, sink)
     return result
 
 
-_SINK: list[Path] = []
-
-
-def _emit(record: dict) -> None:
+def _emit(record: dict, sink: Path | None) -> None:
+    """Prints the record as one JSON line and appends it to `sink` (if any) as it comes, so a
+    run cut short by its time limit still leaves what it measured."""
     line = json.dumps(record)
     print(line, flush=True)
-    for path in _SINK:
-        with path.open("a") as sink:
-            sink.write(line + "\n")
+    if sink is not None:
+        with sink.open("a") as out:
+            out.write(line + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="folder for gpu_results.jsonl")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, few steps")
-    parser.add_argument("--parts", default="peak,gpt2,resnet50,suite", help="comma-separated")
+    parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated")
     parser.add_argument("--gpt2-batches", default="16,32", help="batch sizes to try")
     parser.add_argument("--gpt2-attention", default="auto", help="comma-separated: auto,cudnn,xla")
     parser.add_argument("--trace", type=Path, default=None, help="profile GPT-2's steps here")
     parser.add_argument("--resnet50-batches", default="128,256", help="batch sizes to try")
     args = parser.parse_args(argv)
+    parts = args.parts.split(",")
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        print(
+            f"error: --parts: unknown {', '.join(unknown)}; choose from {','.join(PARTS)}.",
+            file=sys.stderr,
+        )
+        return 2
     if args.out is not None:
         if args.out.exists() and not args.out.is_dir():
             print(f"error: --out {args.out} is a file; give a folder.", file=sys.stderr)
             return 2
         args.out.mkdir(parents=True, exist_ok=True)
-        _SINK.append(args.out / "gpu_results.jsonl")
+    sink = None if args.out is None else args.out / "gpu_results.jsonl"
 
     import jax
 
@@ -226,42 +241,30 @@ def main(argv: list[str] | None = None) -> int:
 
     resolve_dtype("bfloat16")  # Fails here, not mid-run, if the package cannot load.
     device = jax.devices()[0]
-    _emit({"jax": jax.__version__, "device": device.device_kind, "backend": jax.default_backend()})
-    steps = 3 if args.quick else 20
-    parts = args.parts.split(",")
-    jobs: list[tuple[str, Any]] = []
+    facts = {"jax": jax.__version__, "device": device.device_kind}
+    _emit({**facts, "backend": jax.default_backend()}, sink)
+    quick, steps = args.quick, 3 if args.quick else 20
+    jobs: list[tuple[str, Callable[[], Any]]] = []
     if "peak" in parts:
-        jobs.append(
-            (
-                "peak",
-                lambda: _emit(
-                    {"bf16_matmul_tflops": matmul_peak(256 if args.quick else 8192) / 1e12}
-                ),
-            )
-        )
+        size = 256 if quick else 8192
+        jobs.append(("peak", lambda: _emit({"bf16_matmul_tflops": matmul_peak(size) / 1e12}, sink)))
     if "gpt2" in parts:
-        for batch in [int(b) for b in args.gpt2_batches.split(",")]:
-            for attention in args.gpt2_attention.split(","):
-                jobs.append(
-                    (
-                        "gpt2",
-                        lambda b=batch, a=attention: gpt2_small(
-                            args.quick, steps, b, a, args.trace
-                        ),
-                    )
-                )
+        for b in [int(b) for b in args.gpt2_batches.split(",")]:
+            for a in args.gpt2_attention.split(","):
+                run = functools.partial(gpt2_small, quick, steps, b, a, sink, args.trace)
+                jobs.append(("gpt2", run))
     if "resnet50" in parts:
-        for batch in (2,) if args.quick else [int(b) for b in args.resnet50_batches.split(",")]:
-            jobs.append(("resnet50", lambda b=batch: resnet50(args.quick, steps, b)))
+        for b in (2,) if quick else [int(b) for b in args.resnet50_batches.split(",")]:
+            jobs.append(("resnet50", functools.partial(resnet50, quick, steps, b, sink)))
     if "suite" in parts:
-        jobs.append(("suite", lambda: suite_bf16(args.quick, 5 if args.quick else 50)))
+        jobs.append(("suite", functools.partial(suite_bf16, quick, 5 if quick else 50, sink)))
     failed = 0
     for name, job in jobs:
         try:
             job()
         except Exception as error:  # One failing part must not cost the others' figures.
             failed += 1
-            _emit({"part": name, "error": f"{type(error).__name__}: {error}"[:2000]})
+            _emit({"part": name, "error": f"{type(error).__name__}: {error}"[:2000]}, sink)
             traceback.print_exc()
     return 1 if failed else 0
 

@@ -60,3 +60,29 @@ def test_reference_flops_match_hand_counts():
     assert REFERENCES["mlp"].train_flops_per_step == 256 * (3 * forward - 2 * 784 * 512)
     # ResNet-18 (CIFAR): about 0.56 G multiply-adds forward per image (the usual figure).
     assert REFERENCES["resnet18"].forward_flops == pytest.approx(1.11e9, rel=0.02)
+
+
+def test_gpu_harness_quick_run_records_the_bf16_suite(tmp_path):
+    """benchmarks.gpu on any backend (--quick: tiny shapes, the MLP only), so it cannot rot."""
+    from benchmarks import gpu
+
+    assert gpu.main(["--quick", "--parts", "peak,suite", "--out", str(tmp_path)]) == 0
+    records = [
+        json.loads(line) for line in (tmp_path / "gpu_results.jsonl").read_text().splitlines()
+    ]
+    assert records[0]["backend"] == "cpu"
+    assert records[1]["bf16_matmul_tflops"] > 0
+    (mlp,) = [r for r in records if r.get("model") == "mlp"]
+    assert mlp["steps_per_s"] > 0 and mlp["parameters"] == 784 * 512 + 512 * 512 + 5130 + 1024
+    assert mlp["final_loss"] == mlp["final_loss"]  # Not NaN: bfloat16 compute trains.
+
+
+def test_gpu_harness_refuses_a_file_as_out(tmp_path, capsys):
+    from benchmarks import gpu
+
+    target = tmp_path / "results.txt"
+    target.write_text("kept")
+    assert gpu.main(["--out", str(target)]) == 2
+    assert "--out" in capsys.readouterr().err and target.read_text() == "kept"
+    assert gpu.main(["--parts", "peak,gtp2"]) == 2
+    assert "gtp2" in capsys.readouterr().err
