@@ -26,6 +26,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from benchmarks.worker import rate
+
 H100_BF16_PEAK = 989e12
 PARTS = ("peak", "gpt2", "resnet50", "suite")
 
@@ -52,24 +54,23 @@ def _timed_step(
     start = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - start
-    for _ in range(3):  # Warm-up: allocator and autotuning settle.
-        state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(steps):
-        state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    seconds = time.perf_counter() - start
+    carry = [state, None]  # The donated state and the last metrics, threaded through `one`.
+
+    def one() -> Any:
+        carry[0], carry[1] = compiled(carry[0], batch)
+        return carry[1]
+
+    rate(one, jax.block_until_ready, 3)  # Warm-up: allocator and autotuning settle.
+    steps_per_s = rate(one, jax.block_until_ready, steps)
     if trace is not None:  # A profile of three more steps, for tensorboard / xprof.
         with jax.profiler.trace(str(trace)):
-            for _ in range(3):
-                state, metrics = compiled(state, batch)
-            jax.block_until_ready(metrics)
+            rate(one, jax.block_until_ready, 3)
+    state, metrics = carry
     params = sum(x.size for x in jax.tree.leaves(state.params))
     loss = float(metrics["loss"])
     return {
         "compile_s": round(compile_s, 2),
-        "steps_per_s": steps / seconds,
+        "steps_per_s": steps_per_s,
         "parameters": int(params),
         "final_loss": loss,
     }
@@ -101,14 +102,8 @@ def matmul_peak(size: int) -> float:
     keys = jax.random.split(jax.random.PRNGKey(0))
     a, b = (jax.random.normal(k, (size, size), jnp.bfloat16) for k in keys)
     product = jax.jit(jnp.matmul)
-    for _ in range(3):
-        out = product(a, b)
-    jax.block_until_ready(out)
-    start = time.perf_counter()
-    for _ in range(10):
-        out = product(a, b)
-    jax.block_until_ready(out)
-    return 10 * 2 * size**3 / (time.perf_counter() - start)
+    rate(lambda: product(a, b), jax.block_until_ready, 3)  # Warm-up.
+    return 2 * size**3 * rate(lambda: product(a, b), jax.block_until_ready, 10)
 
 
 def suite_bf16(quick: bool, steps: int, sink: Path | None) -> list[dict]:

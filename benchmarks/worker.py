@@ -29,7 +29,7 @@ from typing import Any
 MATMUL_SIZE = 2048
 
 
-def _rate(run: Callable[[], Any], wait: Callable[[Any], Any], count: int) -> float:
+def rate(run: Callable[[], Any], wait: Callable[[Any], Any], count: int) -> float:
     start = time.perf_counter()
     out = None
     for _ in range(count):
@@ -83,10 +83,10 @@ class JaxdlRunner:
         return self._one()
 
     def time(self, count: int) -> float:
-        return _rate(self._one, self._jax.block_until_ready, count)
+        return rate(self._one, self._jax.block_until_ready, count)
 
     def pipeline(self, count: int) -> float:
-        return _rate(self._one_fed, self._jax.block_until_ready, count)
+        return rate(self._one_fed, self._jax.block_until_ready, count)
 
 
 class TorchRunner:
@@ -102,7 +102,7 @@ class TorchRunner:
         }
 
     def time(self, count: int) -> float:
-        return _rate(self._step, lambda out: out, count)
+        return rate(self._step, lambda out: out, count)
 
 
 class MatmulRunner:
@@ -118,7 +118,7 @@ class MatmulRunner:
         self.facts = {"flops_per_call": 2 * MATMUL_SIZE**3}
 
     def time(self, count: int) -> float:
-        return _rate(lambda: self._product(self._a, self._b), self._jax.block_until_ready, count)
+        return rate(lambda: self._product(self._a, self._b), self._jax.block_until_ready, count)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         command, *rest = line.split()
         if command == "quit":
             break
-        rate = getattr(runner, command)(int(rest[0]))
-        print(json.dumps({"steps_per_s": rate}), flush=True)
+        steps_per_s = getattr(runner, command)(int(rest[0]))
+        print(json.dumps({"steps_per_s": steps_per_s}), flush=True)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux.
     print(json.dumps({"peak_mem_mb": peak_mb}), flush=True)
     return 0

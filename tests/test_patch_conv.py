@@ -19,6 +19,28 @@ def _normal(shape: tuple[int, ...], seed: int) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
 
 
+def _assert_patch_conv_matches_lax(x, w, strides, padding, dilation):
+    """patch_conv's outputs and gradients (sum of sin of the outputs) equal lax's."""
+    layout = _LAYOUTS[x.ndim - 2]
+
+    @jax.jit
+    def outputs_and_grads(x, w):
+        def loss(conv, x, w):
+            y = conv(x, w, strides, padding, None, dilation, layout)
+            return jnp.sum(jnp.sin(y)), y
+
+        # Shapes this small would go to lax by the speed rule.
+        patches = functools.partial(patch_conv, xla_where_faster=False)
+        return [
+            jax.grad(functools.partial(loss, conv), (0, 1), has_aux=True)(x, w)
+            for conv in (patches, lax.conv_general_dilated)
+        ]
+
+    (grads, out), (expected_grads, expected_out) = outputs_and_grads(x, w)
+    chex.assert_trees_all_close(out, expected_out, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(grads, expected_grads, rtol=1e-5, atol=1e-4)
+
+
 # Mostly 2-tap kernels: each kernel offset adds a slice to compile, and compiling dominates.
 @pytest.mark.parametrize(
     ("spatial", "kernel", "strides", "padding", "dilation"),
@@ -37,24 +59,7 @@ def _normal(shape: tuple[int, ...], seed: int) -> np.ndarray:
 def test_patch_conv_matches_lax_values_and_gradients(spatial, kernel, strides, padding, dilation):
     x = _normal((2, *spatial, 3), seed=0)
     w = _normal((*kernel, 3, 4), seed=1)
-    layout = _LAYOUTS[len(spatial)]
-
-    @jax.jit
-    def outputs_and_grads(x, w):
-        def loss(conv, x, w):
-            y = conv(x, w, strides, padding, None, dilation, layout)
-            return jnp.sum(jnp.sin(y)), y
-
-        # Shapes this small would go to lax by the speed rule.
-        patches = functools.partial(patch_conv, xla_where_faster=False)
-        return [
-            jax.grad(functools.partial(loss, conv), (0, 1), has_aux=True)(x, w)
-            for conv in (patches, lax.conv_general_dilated)
-        ]
-
-    (grads, out), (expected_grads, expected_out) = outputs_and_grads(x, w)
-    chex.assert_trees_all_close(out, expected_out, rtol=1e-5, atol=1e-5)
-    chex.assert_trees_all_close(grads, expected_grads, rtol=1e-5, atol=1e-4)
+    _assert_patch_conv_matches_lax(x, w, strides, padding, dilation)
 
 
 @pytest.mark.parametrize(
@@ -75,23 +80,7 @@ def test_stride_one_patch_conv_over_batch_chunks_matches_lax(
     monkeypatch.setattr(patch_conv_module, "CHUNK_PATCH_ELEMENTS", chunk_elements)
     x = _normal((6, *spatial, 3), seed=2)
     w = _normal((*kernel, 3, 4), seed=3)
-    layout = _LAYOUTS[len(spatial)]
-
-    @jax.jit
-    def outputs_and_grads(x, w):
-        def loss(conv, x, w):
-            y = conv(x, w, (1,) * len(spatial), padding, None, dilation, layout)
-            return jnp.sum(jnp.sin(y)), y
-
-        patches = functools.partial(patch_conv, xla_where_faster=False)
-        return [
-            jax.grad(functools.partial(loss, conv), (0, 1), has_aux=True)(x, w)
-            for conv in (patches, lax.conv_general_dilated)
-        ]
-
-    (grads, out), (expected_grads, expected_out) = outputs_and_grads(x, w)
-    chex.assert_trees_all_close(out, expected_out, rtol=1e-5, atol=1e-5)
-    chex.assert_trees_all_close(grads, expected_grads, rtol=1e-5, atol=1e-4)
+    _assert_patch_conv_matches_lax(x, w, (1,) * len(spatial), padding, dilation)
 
 
 def test_patch_conv_hands_input_dilation_groups_and_other_layouts_to_lax():

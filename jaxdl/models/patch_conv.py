@@ -15,9 +15,10 @@ PyTorch's oneDNN convolution 52 and 117 ms). Being a custom VJP, it supports rev
 differentiation (gradients of gradients too), not forward-mode (`jax.jvp`).
 
 Covered: channels-last layouts with any number of spatial dims, padding 'VALID', 'SAME',
-'SAME_LOWER' or explicit pairs, kernel dilation and window strides. A 1x1 kernel is one matmul. Input dilation (transposed
-convs), feature or batch groups and other layouts go to `lax.conv_general_dilated` unchanged,
-and so does the band of thin layers where it measured faster (`_xla_is_faster`).
+'SAME_LOWER' or explicit pairs, kernel dilation and window strides. A 1x1 kernel is one matmul.
+Input dilation (transposed convs), feature or batch groups and other layouts go to
+`lax.conv_general_dilated` unchanged, and so does the band of thin layers where it measured
+faster (`_xla_is_faster`).
 """
 
 import functools
@@ -129,7 +130,9 @@ def patch_conv(
         return xla()
     if all(s == 1 for s in strides) and all(lo >= 0 and hi >= 0 for lo, hi in pads):
         chunk = _chunk_size(lhs.shape[0], math.prod(out_spatial) * math.prod(rhs.shape[:-1]))
-        settings = _Settings(tuple(pads), dilation, chunk, precision, preferred_element_type)
+        settings = _Settings(
+            tuple(pads), dilation, tuple(out_spatial), chunk, precision, preferred_element_type
+        )
         return _chunked_conv(lhs, rhs, settings)
     patches = _patches(_pad(lhs, pads), kernel_shape, dilation, out_spatial, strides)
     kernel = rhs.reshape(-1, rhs.shape[-1])
@@ -192,6 +195,7 @@ def _chunk_size(batch: int, patch_elements_per_example: int) -> int:
 class _Settings(NamedTuple):
     pads: tuple[tuple[int, int], ...]
     dilation: tuple[int, ...]
+    out_spatial: tuple[int, ...]
     chunk: int
     precision: Any
     preferred_element_type: Any
@@ -240,7 +244,7 @@ def _chunked_conv(lhs: jax.Array, rhs: jax.Array, settings: _Settings) -> jax.Ar
     chunk's patches rather than keeping the whole batch's."""
     kernel_shape, features = rhs.shape[:-2], rhs.shape[-1]
     padded = _pad(lhs, settings.pads)
-    out_spatial = _out_spatial(padded.shape[1:-1], kernel_shape, settings.dilation)
+    out_spatial = settings.out_spatial
     kernel = rhs.reshape(-1, features)
     ones = (1,) * len(kernel_shape)
 
@@ -260,14 +264,6 @@ def _chunked_conv(lhs: jax.Array, rhs: jax.Array, settings: _Settings) -> jax.Ar
     return out
 
 
-def _out_spatial(
-    padded_spatial: Sequence[int], kernel_shape: Sequence[int], dilation: Sequence[int]
-) -> tuple[int, ...]:
-    return tuple(
-        n - (k - 1) * d for n, k, d in zip(padded_spatial, kernel_shape, dilation, strict=True)
-    )
-
-
 def _chunked_conv_fwd(
     lhs: jax.Array, rhs: jax.Array, settings: _Settings
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
@@ -282,7 +278,7 @@ def _chunked_conv_bwd(
     lhs, rhs = residuals
     kernel_shape, in_features = rhs.shape[:-2], rhs.shape[-2]
     padded = _pad(lhs, settings.pads)
-    out_spatial = grad.shape[1:-1]
+    out_spatial = settings.out_spatial
     kernel = rhs.reshape(-1, rhs.shape[-1])
     offsets = _offsets(kernel_shape, settings.dilation)
     ones = (1,) * len(kernel_shape)
