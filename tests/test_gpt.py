@@ -11,6 +11,7 @@ from flax.core import meta
 
 from jaxdl.errors import UserInputError
 from jaxdl.models.gpt import DecoderLM
+from jaxdl.models.transformer import fused_attention_choice
 from jaxdl.tasks.language_model import LanguageModelTask
 from jaxdl.text.generate import choose_tokens, filter_logits, generate, init_cache
 
@@ -196,3 +197,18 @@ def test_context_windows_are_separate_sequences():
         state, {**windows, "mask": jnp.ones(2)}
     )
     np.testing.assert_allclose(sums["loss"], direct["loss"], rtol=1e-6)
+
+
+def test_auto_attention_takes_cudnn_only_where_it_applies():
+    # cuDNN's fused kernel: GPU, half precision, head size a multiple of 8 up to 128, no mask.
+    assert fused_attention_choice("gpu", jnp.bfloat16, 64, masked=False) == "cudnn"
+    assert fused_attention_choice("gpu", jnp.float16, 128, masked=False) == "cudnn"
+    for backend, dtype, head_dim, masked in [
+        ("cpu", jnp.bfloat16, 64, False),
+        ("tpu", jnp.bfloat16, 64, False),
+        ("gpu", jnp.float32, 64, False),
+        ("gpu", jnp.bfloat16, 60, False),
+        ("gpu", jnp.bfloat16, 256, False),
+        ("gpu", jnp.bfloat16, 64, True),
+    ]:
+        assert fused_attention_choice(backend, dtype, head_dim, masked) is None

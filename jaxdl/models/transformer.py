@@ -1,8 +1,8 @@
 """The one Transformer block library: attention, MLP, norm and block, for ViT and the sequence
 models alike (encoder, decoder LM, encoder-decoder).
 
-Attention runs through `jax.nn.dot_product_attention` (`implementation=None` lets JAX choose;
-'cudnn' needs a GPU). Grouped-query attention shares each key/value head between
+Attention runs through `jax.nn.dot_product_attention`: with `implementation=None` jaxdl picks
+cuDNN's fused kernel where it applies (`fused_attention_choice`), XLA's path elsewhere. Grouped-query attention shares each key/value head between
 num_heads // num_kv_heads query heads. Every parameter carries logical axis names ('embed',
 'heads', 'kv', 'mlp', 'norm'), so the mesh rules of engine/sharding.py split them (Megatron:
 heads and MLP units over 'tensor'). Attention weights are computed explicitly only when asked
@@ -76,13 +76,26 @@ def apply_rotary(x: jax.Array, positions: jax.Array, base: float = 10_000.0) -> 
     return rotated.astype(x.dtype)
 
 
+def fused_attention_choice(backend: str, dtype: Any, head_dim: int, masked: bool) -> str | None:
+    """'cudnn' where cuDNN's fused (flash) attention applies, else None (JAX's XLA path).
+
+    JAX's own default is XLA everywhere, which on a GPU writes the (B, heads, T, T) scores to
+    memory and back: a third of GPT-2 small's step on an H200. cuDNN takes half precision, head
+    sizes that are multiples of 8 up to 128, and (here) causal or no masking; explicit masks
+    (padding, KV cache) keep the XLA path, which takes any mask. CPU and TPU keep XLA.
+    """
+    half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    fits = head_dim % 8 == 0 and head_dim <= 128
+    return "cudnn" if backend == "gpu" and half and fits and not masked else None
+
+
 class MultiHeadAttention(nn.Module):
     """Self- or cross-attention. `mask` is a boolean (B, 1 or heads, Q, K) array, True = attend."""
 
     num_heads: int
     num_kv_heads: int = 0  # 0: as many as num_heads (plain multi-head attention).
     dropout_rate: float = 0.0  # On the attention output (the fused kernel has no weight dropout).
-    implementation: str | None = None
+    implementation: str | None = None  # None: fused_attention_choice; or 'cudnn', 'xla'.
     dtype: Any = jnp.float32
     batch_axis_name: Any = None  # Set in shard_map mode: dropout masks as for the whole batch.
     rotary: bool = False  # Rotate queries and keys by their positions (self-attention).
@@ -120,8 +133,11 @@ class MultiHeadAttention(nn.Module):
             causal = False  # The cache's mask already hides the future.
         if self.is_mutable_collection("intermediates"):
             self.sow("intermediates", "attention_weights", _weights(q, k, mask, causal))
+        implementation = self.implementation or fused_attention_choice(
+            jax.default_backend(), q.dtype, head_dim, mask is not None
+        )
         out = jax.nn.dot_product_attention(
-            q, k, v, mask=mask, is_causal=causal, implementation=self.implementation
+            q, k, v, mask=mask, is_causal=causal, implementation=implementation
         )
         out = layers.Dropout(self.dropout_rate, self.batch_axis_name)(out, deterministic=not train)
         project = _projection((width,), (-2, -1), ("heads", "kv", "embed"), self.dtype)
