@@ -12,6 +12,7 @@ benchmark-only extra: `pip install -e '.[bench]'`.
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -95,7 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         throughput.write_section(out / "RESULTS.md", section, suite.BEGIN, suite.END)
         print(f"wrote {out / 'results.json'}, {out / 'suite.png'} and {out / 'RESULTS.md'}")
     if not (args.quick or args.skip_engine):
-        return throughput.main(["--results", str((out or suite.HERE) / "RESULTS.md")])
+        # In a process of its own, which starts as the `jaxdl` command does (huge pages, see
+        # jaxdl/huge_pages.py); this one also starts the PyTorch workers and must not pass it on.
+        results = str((out or suite.HERE) / "RESULTS.md")
+        command = [sys.executable, "-m", "benchmarks.throughput", "--results", results]
+        return subprocess.call(command)
     return 0
 
 

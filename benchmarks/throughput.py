@@ -33,6 +33,7 @@ from jaxdl import cli, data
 from jaxdl.engine import loop, workdir
 from jaxdl.engine import steps as steps_lib
 from jaxdl.engine.setup import init_state
+from jaxdl.huge_pages import reexec_with_huge_pages
 
 EXPERIMENTS = ("digits_mlp", "digits_cnn")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -239,4 +240,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()  # The process the `jaxdl` command runs in.
     sys.exit(main())

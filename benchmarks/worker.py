@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     args = parser.parse_args(argv)
     if args.framework == "jaxdl":
+        # The process the `jaxdl` command runs in: huge pages for XLA's host buffers.
+        from jaxdl.huge_pages import reexec_with_huge_pages
+
+        reexec_with_huge_pages()
         runner: Any = JaxdlRunner(args.model, args.scratch)
     elif args.framework == "matmul":
         runner = MatmulRunner()

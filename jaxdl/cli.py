@@ -25,7 +25,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from jaxdl import config as config_lib
-from jaxdl import run_commands
+from jaxdl import huge_pages, run_commands
 from jaxdl.engine.preemption import EXIT_PREEMPTED, Preempted, Preemption
 from jaxdl.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, UserInputError, close_matches, one_line
 from jaxdl.run_commands import quiet_logs
@@ -333,5 +333,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The `jaxdl` command: main() in a process with huge pages on (see jaxdl/huge_pages.py)."""
+    huge_pages.reexec_with_huge_pages()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
