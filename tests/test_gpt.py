@@ -10,8 +10,8 @@ import pytest
 from flax.core import meta
 
 from jaxdl.errors import UserInputError
+from jaxdl.models.attention import attention_choice, heads_first_attention
 from jaxdl.models.gpt import DecoderLM
-from jaxdl.models.transformer import fused_attention_choice
 from jaxdl.tasks.language_model import LanguageModelTask
 from jaxdl.text.generate import choose_tokens, filter_logits, generate, init_cache
 
@@ -201,14 +201,40 @@ def test_context_windows_are_separate_sequences():
 
 def test_auto_attention_takes_cudnn_only_where_it_applies():
     # cuDNN's fused kernel: GPU, half precision, head size a multiple of 8 up to 128, no mask.
-    assert fused_attention_choice("gpu", jnp.bfloat16, 64, masked=False) == "cudnn"
-    assert fused_attention_choice("gpu", jnp.float16, 128, masked=False) == "cudnn"
+    assert attention_choice("gpu", jnp.bfloat16, 64, masked=False) == "cudnn"
+    assert attention_choice("gpu", jnp.float16, 128, masked=False) == "cudnn"
     for backend, dtype, head_dim, masked in [
-        ("cpu", jnp.bfloat16, 64, False),
         ("tpu", jnp.bfloat16, 64, False),
         ("gpu", jnp.float32, 64, False),
         ("gpu", jnp.bfloat16, 60, False),
         ("gpu", jnp.bfloat16, 256, False),
         ("gpu", jnp.bfloat16, 64, True),
     ]:
-        assert fused_attention_choice(backend, dtype, head_dim, masked) is None
+        assert attention_choice(backend, dtype, head_dim, masked) == "xla"
+    assert attention_choice("cpu", jnp.bfloat16, 64, masked=False) == "heads_first"
+    assert attention_choice("cpu", jnp.float32, 60, masked=True) == "heads_first"
+
+
+@pytest.mark.parametrize(
+    "kv_heads, mask_heads, causal",
+    [(4, None, True), (2, 1, False), (2, 4, True), (1, None, False)],
+)
+def test_heads_first_attention_equals_jax_attention(kv_heads, mask_heads, causal):
+    # Grouped-query heads, masks per head or shared, causal or not; gradients too.
+    keys = jax.random.split(jax.random.PRNGKey(3), 5)
+    q = jax.random.normal(keys[0], (2, 6, 4, 8))
+    k, v = (jax.random.normal(key, (2, 6, kv_heads, 8)) for key in keys[1:3])
+    mask = None if mask_heads is None else jax.random.bernoulli(keys[3], 0.7, (2, mask_heads, 6, 6))
+    weights = jax.random.normal(keys[4], q.shape)
+
+    def loss(attend):
+        return lambda q, k, v: jnp.sum(attend(q, k, v) * weights)
+
+    def reference(q, k, v):
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
+
+    expected = jax.value_and_grad(loss(reference), argnums=(0, 1, 2))(q, k, v)
+    got = jax.value_and_grad(
+        loss(lambda q, k, v: heads_first_attention(q, k, v, mask, causal)), argnums=(0, 1, 2)
+    )(q, k, v)
+    chex.assert_trees_all_close(got, expected, atol=1e-5, rtol=1e-5)

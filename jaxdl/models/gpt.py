@@ -48,7 +48,7 @@ class DecoderLM(nn.Module):
     tie_embeddings: bool = False
     remat: bool = False
     scan_layers: bool = False  # One nn.scan over the blocks: compiles once for any depth.
-    attention: str = "auto"  # 'auto': cuDNN's fused kernel where it applies; 'cudnn', 'xla'.
+    attention: str = "auto"  # 'auto': transformer.attention_choice; or 'cudnn', 'xla'.
     dtype: Any = jnp.float32
     batch_axis_name: Any = None
 

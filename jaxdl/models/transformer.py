@@ -1,9 +1,10 @@
 """The one Transformer block library: attention, MLP, norm and block, for ViT and the sequence
 models alike (encoder, decoder LM, encoder-decoder).
 
-Attention runs through `jax.nn.dot_product_attention`: with `implementation=None` jaxdl picks
-cuDNN's fused kernel where it applies (`fused_attention_choice`), XLA's path elsewhere. Grouped-query attention shares each key/value head between
-num_heads // num_kv_heads query heads. Every parameter carries logical axis names ('embed',
+Attention: with `implementation=None` jaxdl picks (`attention_choice`) cuDNN's fused kernel
+through `jax.nn.dot_product_attention` where it applies, on a CPU its own heads-first products
+(`heads_first_attention`), and JAX's XLA path elsewhere. Grouped-query attention shares each
+key/value head between num_heads // num_kv_heads query heads. Every parameter carries logical axis names ('embed',
 'heads', 'kv', 'mlp', 'norm'), so the mesh rules of engine/sharding.py split them (Megatron:
 heads and MLP units over 'tensor'). Attention weights are computed explicitly only when asked
 for, by applying with `mutable=['intermediates']`: they are sown as 'attention_weights'.
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdl.models import layers
+from jaxdl.models.attention import attention_choice, attention_weights, heads_first_attention
 
 NORMS = ("layernorm", "rmsnorm")
 MLP_KINDS = ("gelu", "swiglu", "gelu_exact")  # gelu: tanh approximation; gelu_exact: erf (BERT).
@@ -76,26 +78,13 @@ def apply_rotary(x: jax.Array, positions: jax.Array, base: float = 10_000.0) -> 
     return rotated.astype(x.dtype)
 
 
-def fused_attention_choice(backend: str, dtype: Any, head_dim: int, masked: bool) -> str | None:
-    """'cudnn' where cuDNN's fused (flash) attention applies, else None (JAX's XLA path).
-
-    JAX's own default is XLA everywhere, which on a GPU writes the (B, heads, T, T) scores to
-    memory and back: a third of GPT-2 small's step on an H200. cuDNN takes half precision, head
-    sizes that are multiples of 8 up to 128, and (here) causal or no masking; explicit masks
-    (padding, KV cache) keep the XLA path, which takes any mask. CPU and TPU keep XLA.
-    """
-    half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-    fits = head_dim % 8 == 0 and head_dim <= 128
-    return "cudnn" if backend == "gpu" and half and fits and not masked else None
-
-
 class MultiHeadAttention(nn.Module):
     """Self- or cross-attention. `mask` is a boolean (B, 1 or heads, Q, K) array, True = attend."""
 
     num_heads: int
     num_kv_heads: int = 0  # 0: as many as num_heads (plain multi-head attention).
     dropout_rate: float = 0.0  # On the attention output (the fused kernel has no weight dropout).
-    implementation: str | None = None  # None: fused_attention_choice; or 'cudnn', 'xla'.
+    implementation: str | None = None  # None: attention_choice; or 'cudnn', 'heads_first', 'xla'.
     dtype: Any = jnp.float32
     batch_axis_name: Any = None  # Set in shard_map mode: dropout masks as for the whole batch.
     rotary: bool = False  # Rotate queries and keys by their positions (self-attention).
@@ -132,13 +121,16 @@ class MultiHeadAttention(nn.Module):
             k, v, mask = cache.update(k, v, mask)
             causal = False  # The cache's mask already hides the future.
         if self.is_mutable_collection("intermediates"):
-            self.sow("intermediates", "attention_weights", _weights(q, k, mask, causal))
-        implementation = self.implementation or fused_attention_choice(
+            self.sow("intermediates", "attention_weights", attention_weights(q, k, mask, causal))
+        implementation = self.implementation or attention_choice(
             jax.default_backend(), q.dtype, head_dim, mask is not None
         )
-        out = jax.nn.dot_product_attention(
-            q, k, v, mask=mask, is_causal=causal, implementation=implementation
-        )
+        if implementation == "heads_first":
+            out = heads_first_attention(q, k, v, mask, causal)
+        else:
+            out = jax.nn.dot_product_attention(
+                q, k, v, mask=mask, is_causal=causal, implementation=implementation
+            )
         out = layers.Dropout(self.dropout_rate, self.batch_axis_name)(out, deterministic=not train)
         project = _projection((width,), (-2, -1), ("heads", "kv", "embed"), self.dtype)
         return project(out)
@@ -175,19 +167,6 @@ class _KVCache:
         visible = jnp.arange(self.keys.value.shape[1])[None, :] <= query_at[:, None]
         visible = visible[None, None]  # (1, 1, queries, cached keys)
         return self.keys.value, self.values.value, visible if mask is None else mask & visible
-
-
-def _weights(q: jax.Array, k: jax.Array, mask: jax.Array | None, causal: bool) -> jax.Array:
-    """(B, heads, Q, K) softmax weights, as dot_product_attention computes them."""
-    repeat = q.shape[-2] // k.shape[-2]
-    k = jnp.repeat(k, repeat, axis=-2)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1])
-    if causal:
-        keep = jnp.tril(jnp.ones(logits.shape[-2:], bool))
-        mask = keep if mask is None else mask & keep
-    if mask is not None:
-        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    return jax.nn.softmax(logits, axis=-1)
 
 
 class MlpBlock(nn.Module):
