@@ -64,6 +64,18 @@ def _gpt_flops(layers: int = 6, width: int = 256, mlp: int = 1024, seq: int = 12
     return seq * (per_token + 2 * width * 256)
 
 
+def _vit_flops(
+    side: int = 32, patch: int = 4, width: int = 384, layers: int = 12, mlp: int = 1536
+) -> int:
+    tokens = (side // patch) ** 2 + 1  # The patches and the class token.
+    per_layer = tokens * (2 * 4 * width * width + 2 * 2 * width * mlp) + 2 * 2 * tokens**2 * width
+    return _vit_patch_flops(side, patch, width) + layers * per_layer + 2 * width * 10
+
+
+def _vit_patch_flops(side: int = 32, patch: int = 4, width: int = 384) -> int:
+    return 2 * (side // patch) ** 2 * patch * patch * 3 * width
+
+
 def _lstm_flops(embed: int = 128, hidden: int = 256, seq: int = 64) -> int:
     return seq * (2 * 4 * hidden * (embed + hidden) + 2 * hidden * 256)
 
@@ -135,6 +147,19 @@ def _resnet18(scratch: Path) -> ml_collections.ConfigDict:
     return config
 
 
+def _vit(scratch: Path) -> ml_collections.ConfigDict:
+    config = _base(64, "adamw", 1e-3)
+    config.optimizer.weight_decay = 0.05
+    config.data.name = _images(scratch, "cifar", (32, 32, 3))
+    config.model.name = "vit"
+    config.model.variant = "S"
+    config.model.patch_size = 4
+    config.model.pool = "cls"
+    config.model.mlp = "gelu"  # tanh approximation.
+    config.model.dropout_rate = 0.0
+    return config
+
+
 def _text(batch_records: int, context: int) -> ml_collections.ConfigDict:
     config = _base(batch_records, "adam", 1e-3)
     config.data.name = "stdlib_chars"
@@ -199,6 +224,14 @@ REFERENCES: dict[str, Reference] = {
             _resnet18_cifar_flops(),
             _conv(32, 3, 64, 3),
             _resnet18,
+        ),
+        Reference(
+            "vit",
+            "ViT-S/4 (width 384, 12 layers, 6 heads, class token) on 32x32x3, batch 64, AdamW",
+            64,
+            _vit_flops(),
+            _vit_patch_flops(),
+            _vit,
         ),
         Reference(
             "gpt",

@@ -1,7 +1,7 @@
 """PyTorch reference training steps for the jaxdl-vs-PyTorch CPU benchmark.
 
-The same five models as jaxdl's Flax models (an MLP and a CNN for 28x28 digits, a CIFAR
-ResNet-18, a small GPT and an LSTM language model), in float32, each with its optimizer and one
+The same six models as jaxdl's Flax models (an MLP and a CNN for 28x28 digits, a CIFAR
+ResNet-18 and ViT-S/4, a small GPT and an LSTM language model), in float32, each with its optimizer and one
 fixed random batch, so the caller can time a full training step (forward, loss, backward,
 optimizer step, zero_grad) in PyTorch eager mode or with the forward + loss under
 `torch.compile` (the optimizer step stays eager, as most users run it).
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-MODELS: tuple[str, ...] = ("mlp", "cnn", "resnet18", "gpt", "lstm")
+MODELS: tuple[str, ...] = ("mlp", "cnn", "resnet18", "vit", "gpt", "lstm")
 VOCAB = 256
 
 
@@ -59,11 +59,11 @@ class _ResNet18(nn.Module):
 
 
 class _Block(nn.Module):
-    """Pre-LN transformer block: causal self-attention, then a GELU MLP."""
+    """Pre-LN transformer block: self-attention (causal for the GPT), then a GELU MLP."""
 
-    def __init__(self, width: int, heads: int) -> None:
+    def __init__(self, width: int, heads: int, causal: bool = True) -> None:
         super().__init__()
-        self.heads = heads
+        self.heads, self.causal = heads, causal
         self.ln1 = nn.LayerNorm(width, eps=1e-6)
         self.q, self.k, self.v = (nn.Linear(width, width) for _ in range(3))
         self.proj = nn.Linear(width, width)
@@ -78,7 +78,7 @@ class _Block(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.ln1(x)
         q, k, v = self._split(self.q(h)), self._split(self.k(h)), self._split(self.v(h))
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         x = x + self.proj(a.transpose(1, 2).reshape(x.shape))
         return x + self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="tanh"))
 
@@ -95,6 +95,24 @@ class _GPT(nn.Module):
     def forward(self, tokens: Tensor) -> Tensor:
         x = self.tok(tokens) + self.pos[: tokens.shape[1]]
         return self.head(self.ln_f(self.blocks(x)))
+
+
+class _ViT(nn.Module):
+    """ViT-S/4 for 32x32 images: 4x4 patches, a class token, learned positions, pre-LN blocks."""
+
+    def __init__(self, width: int = 384, depth: int = 12, heads: int = 6, patch: int = 4) -> None:
+        super().__init__()
+        self.patches = nn.Conv2d(3, width, patch, stride=patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, width))
+        self.pos = nn.Parameter(torch.randn(1, (32 // patch) ** 2 + 1, width) * 0.02)
+        self.blocks = nn.Sequential(*(_Block(width, heads, causal=False) for _ in range(depth)))
+        self.ln_f = nn.LayerNorm(width, eps=1e-6)
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self.patches(images).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        return self.head(self.ln_f(self.blocks(x))[:, 0])
 
 
 class _LSTM(nn.Module):
@@ -139,6 +157,7 @@ def _model(name: str) -> nn.Module:
         "mlp": _mlp,
         "cnn": _cnn,
         "resnet18": _ResNet18,
+        "vit": _ViT,
         "gpt": _GPT,
         "lstm": _LSTM,
     }
@@ -152,6 +171,8 @@ def _optimizer(name: str, params) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
     if name == "gpt":
         return torch.optim.AdamW(params, lr=3e-4, weight_decay=0.1)
+    if name == "vit":
+        return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
     return torch.optim.Adam(params, lr=1e-3)
 
 
@@ -161,7 +182,7 @@ def _batch(name: str) -> tuple[Tensor, Tensor]:
         return torch.rand(256, 1, 28, 28), torch.randint(0, 10, (256,))
     if name == "cnn":
         return torch.rand(128, 1, 28, 28), torch.randint(0, 10, (128,))
-    if name == "resnet18":
+    if name in ("resnet18", "vit"):
         return torch.rand(64, 3, 32, 32), torch.randint(0, 10, (64,))
     batch, seq = (32, 128) if name == "gpt" else (32, 64)
     return torch.randint(0, VOCAB, (batch, seq)), torch.randint(0, VOCAB, (batch, seq))

@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxdl.errors import UserInputError
 from jaxdl.models import layers
+from jaxdl.models.patch_conv import patch_conv
 from jaxdl.models.transformer import MLP_KINDS, NORMS, Encoder
 
 # variant -> (hidden_size, num_layers, num_heads, mlp_dim)
@@ -90,6 +91,8 @@ class VisionTransformer(nn.Module):
                 nn.initializers.lecun_normal(), None, None, "conv_in", "embed"
             ),
             bias_init=layers.named(nn.initializers.zeros_init(), "embed"),
+            # XLA's CPU convolution is slow here too; the parameters are the same either way.
+            conv_general_dilated=patch_conv if jax.default_backend() == "cpu" else None,
             name="patch_embedding",
         )(x)
         tokens = patches.reshape(x.shape[0], -1, width)
