@@ -20,8 +20,9 @@ install: $(STAMP)
 train: install
 	$(PY) -m jaxdl.train --config $(EXPERIMENT) --workdir $(WORKDIR)
 
+# --durations: CI's budget is 25 minutes; the slowest tests are listed on every run.
 test: install lint
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q --durations=15
 
 test-all: install lint
 	$(PY) -m pytest -q
