@@ -17,6 +17,7 @@ from jaxdl.models.mlp import MLP
 from jaxdl.models.resnet import ResNet
 from jaxdl.models.rnn import RNN
 from jaxdl.models.seq2seq import Seq2SeqTransformer
+from jaxdl.models.vae import VAE
 from jaxdl.models.vit import VisionTransformer
 
 _FAMILIES: Mapping[str, type[nn.Module]] = MappingProxyType(
@@ -30,19 +31,28 @@ _FAMILIES: Mapping[str, type[nn.Module]] = MappingProxyType(
         "gpt": DecoderLM,
         "bert": Bert,
         "seq2seq": Seq2SeqTransformer,
+        "vae": VAE,
     }
 )
 
 MODEL_NAMES: tuple[str, ...] = tuple(_FAMILIES)
 
 # Set by build_model's caller (from the dataset) or by Flax itself, never by the model config.
-_NOT_CONFIGURABLE = ("num_classes", "vocab_size", "batch_axis_name", "parent", "name")
+_NOT_CONFIGURABLE = (
+    "num_classes",
+    "vocab_size",
+    "batch_axis_name",
+    "image_shape",
+    "parent",
+    "name",
+)
 
 __all__ = [
     "CNN",
     "MLP",
     "MODEL_NAMES",
     "RNN",
+    "VAE",
     "Bert",
     "DecoderLM",
     "LeNet5",

@@ -10,12 +10,14 @@ from jaxdl.tasks.classification import ClassificationTask
 from jaxdl.tasks.language_model import LanguageModelTask
 from jaxdl.tasks.masked_lm import MaskedLMTask
 from jaxdl.tasks.seq2seq import Seq2SeqTask
+from jaxdl.tasks.vae import VAETask
 
 TASKS = {
     "classification": ClassificationTask,
     "language_model": LanguageModelTask,
     "masked_lm": MaskedLMTask,
     "seq2seq": Seq2SeqTask,
+    "vae": VAETask,
 }
 TASK_NAMES = tuple(TASKS)
 
