@@ -261,7 +261,11 @@ def _train(args: argparse.Namespace, rest: list[str], preemption: Preemption) ->
     )
     print(json.dumps({k: summary[k] for k in ("final_metrics", "steps", "wall_seconds")}))
     if jax.process_index() == 0:  # The one process that writes them.
-        print(f"wrote {run_dir / workdir.SUMMARY_FILE}, curves.png, metrics.jsonl, tensorboard/")
+        samples = ", samples/" if (run_dir / "samples").is_dir() else ""
+        print(
+            f"wrote {run_dir / workdir.SUMMARY_FILE}, curves.png, metrics.jsonl, tensorboard/"
+            + samples
+        )
     if summary["status"] == "diverged":
         print(
             f"jaxdl: training diverged: {json.dumps(summary['nonfinite']['stopped'])}",

@@ -89,3 +89,6 @@ def test_quick_run_reports_nats_per_image(tmp_path):
     assert facts["iwae_samples"] == 4
     assert 0 < facts["iwae_nll_nats_per_image"] <= facts["nelbo_nats_per_image"]
     assert facts["final_metrics"]["test/nelbo"] == facts["nelbo_nats_per_image"]
+    # A grid of prior samples after each validation pass (the quick run evaluates twice).
+    grids = sorted(path.name for path in (tmp_path / "run" / "samples").iterdir())
+    assert grids == ["samples_000020.png", "samples_000040.png"]

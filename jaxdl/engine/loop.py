@@ -19,7 +19,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from jaxdl.engine import init_from, nonfinite, steps
+from jaxdl.engine import image_grid, init_from, nonfinite, steps
 from jaxdl.engine.checkpoints import Checkpointer
 from jaxdl.engine.faults import FaultPlan
 from jaxdl.engine.fingerprint import count_params, tree_fingerprint
@@ -140,6 +140,7 @@ class _Run:
         self.state = adopt_structure(self.plan, self.state)
         self.train_step = steps.make_train_step(self.plan, nan_steps)
         self.evaluate = steps.make_eval_fn(self.plan)
+        self.images = steps.make_image_fn(self.plan)
         self.tally = steps.zero_tally(self.plan, self.loop["window"])
         self.first_step_of_process = True  # Its time is compilation, not training.
 
@@ -191,6 +192,7 @@ class _Run:
                 val = self.evaluate(self.state, "validation")
                 self.log.write(step, "val", val)
                 tqdm.write(f"step {step}: val {format_metrics(val)}")
+                self._write_images(step)
                 improved = _record_validation(self.loop, step, val, config.train)
             if do_checkpoint or improved or self.loop["stopped_early"] or preempted:
                 self._save(wait=preempted)
@@ -201,6 +203,16 @@ class _Run:
         self.bar.close()
         if self.stop_reason:
             self._save(wait=True)
+
+    def _write_images(self, step: int) -> None:
+        """The task's evaluation images as grids (every process computes, process 0 writes)."""
+        if self.images is None:
+            return
+        for name, images in self.images(self.state).items():
+            if self.writer:
+                grid = image_grid.make_grid(images)
+                image_grid.write_png(image_grid.sample_path(self.workdir, name, step), grid)
+                self.log.write_image(step, f"{image_grid.SAMPLES_DIR}/{name}", grid)
 
     def _time_due(self, at_log_step: bool) -> bool:
         if not self.checkpoint_seconds:

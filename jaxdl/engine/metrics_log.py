@@ -82,6 +82,11 @@ class MetricsLog:
         for name, value in metrics.items():
             self._tensorboard.add_scalar(f"{split}/{name}", value, step)
 
+    def write_image(self, step: int, tag: str, grid) -> None:
+        """A (H, W, 3) uint8 image in TensorBoard (the PNG files are image_grid's)."""
+        if self.enabled:
+            self._tensorboard.add_image(tag, grid, step, dataformats="HWC")
+
     def flush(self) -> None:
         if not self.enabled:
             return

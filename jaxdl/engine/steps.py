@@ -191,6 +191,25 @@ def make_train_step(plan: Setup, nan_steps: tuple[int, ...] = ()) -> Callable:
     )
 
 
+_IMAGES_SALT = 0x1A6E5  # The evaluation images' key: the same at every evaluation of a run.
+
+
+def make_image_fn(plan: Setup) -> Callable[[Any], dict[str, np.ndarray]] | None:
+    """`images(state) -> {name: (N, H, W, C) array}` for a task that makes images, else None."""
+    if not plan.task.makes_images:
+        return None
+    key = jax.random.fold_in(jax.random.PRNGKey(plan.config.seed), _IMAGES_SALT)
+    images = jax.jit(
+        plan.task.evaluation_images,
+        in_shardings=(plan.state_sharding, None),
+        out_shardings=sharding.replicated(plan.mesh),
+    )
+    # Replicated: every process holds the whole batch, so its first local copy is the value.
+    return lambda state: {
+        name: np.asarray(batch.addressable_data(0)) for name, batch in images(state, key).items()
+    }
+
+
 def make_eval_fn(plan: Setup) -> Callable[[Any, str], dict[str, float]]:
     """Returns `evaluate(state, split) -> metrics` over one full pass of a split."""
     eval_step = jax.jit(

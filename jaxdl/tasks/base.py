@@ -78,6 +78,17 @@ class Task(abc.ABC):
         del test_metrics
         return {}
 
+    def evaluation_images(self, state: Any, key: jax.Array) -> dict[str, jax.Array]:
+        """Named (N, H, W, C) image batches in [0, 1] (e.g. samples) that the engine writes as
+        grids after each validation pass (engine/image_grid.py); {} writes nothing. Called
+        jitted, with the same key at every evaluation of a run, so grids compare across steps."""
+        del state, key
+        return {}
+
+    @property
+    def makes_images(self) -> bool:
+        return type(self).evaluation_images is not Task.evaluation_images
+
     def params(self, state: Any) -> Any:
         """The parameters a run is judged by (summary fingerprint, exported weights)."""
         return state.params

@@ -28,6 +28,7 @@ from jaxdl.tasks.base import Batch, Metrics, Task
 from jaxdl.tasks.state import TrainState
 
 TASK_FIELDS = {"beta": 1.0, "iwae_samples": 64}
+SAMPLE_GRID = 64  # Images in the grid written at each evaluation.
 _EVAL_SALT = 0x7AE  # Separates the evaluation's fixed noise from every training step's.
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -179,6 +180,21 @@ class VAETask(Task):
             "iwae_nll": jnp.sum(iwae * mask),
             "count": jnp.sum(mask),
         }
+
+    def generate(self, params: Any, z: jax.Array, labels: jax.Array | None) -> jax.Array:
+        """Images in [0, 1] for latents z: the Bernoulli means, or the Gaussian means clipped."""
+        output = self.model.apply({"params": params}, z, labels, method="decode")
+        if self.model.decoder == "bernoulli":
+            return jax.nn.sigmoid(output)
+        return jnp.clip(output, 0.0, 1.0)
+
+    def evaluation_images(self, state: TrainState, key: jax.Array) -> dict[str, jax.Array]:
+        """64 samples from the prior (a conditional model: classes 0, 1, ... in turn)."""
+        z = jax.random.normal(key, (SAMPLE_GRID, self.model.latent_dim))
+        labels = (
+            jnp.arange(SAMPLE_GRID) % self.model.num_classes if self.model.conditional else None
+        )
+        return {"samples": self.generate(state.params, z, labels)}
 
     def summary_fields(self, test_metrics: dict[str, float]) -> dict[str, Any]:
         return {
