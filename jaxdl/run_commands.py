@@ -60,10 +60,22 @@ def cmd_export_hf(args: argparse.Namespace, rest: list[str]) -> int:
 
 def cmd_sample(args: argparse.Namespace, rest: list[str]) -> int:
     from jaxdl.engine import samples
+    from jaxdl.engine.workdir import load_config
+    from jaxdl.tasks import task_generates_images
 
     if rest:
         raise UserInputError(f"jaxdl sample takes no config overrides; got {' '.join(rest)}.")
     quiet_logs()
+    if task_generates_images(load_config(Path(args.workdir)).task.name):
+        return _sample_images(args)
+    for flag, value in (("--out", args.out), ("--class", args.label), ("--steps", args.steps)):
+        if value is not None:
+            raise UserInputError(
+                f"{flag} is for runs of generative tasks; {args.workdir} is a text run "
+                "(give --prompt instead)."
+            )
+    if args.prompt is None:
+        raise UserInputError(f"{args.workdir} is a language-model run: give --prompt TEXT.")
     options = samples.SampleOptions(
         prompt=args.prompt,
         max_new_tokens=args.max_new_tokens,
@@ -71,12 +83,31 @@ def cmd_sample(args: argparse.Namespace, rest: list[str]) -> int:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
-        num=args.num,
+        num=1 if args.num is None else args.num,
     )
     for index, text in enumerate(samples.sample_text(Path(args.workdir), args.checkpoint, options)):
         if options.num > 1:
             print(f"--- sample {index} ---")
         print(args.prompt + text)
+    return 0
+
+
+def _sample_images(args: argparse.Namespace) -> int:
+    from jaxdl.engine import image_samples
+
+    if args.prompt is not None:
+        raise UserInputError(f"--prompt is for language-model runs; {args.workdir} makes images.")
+    if not args.out:
+        raise UserInputError("give --out FILE.png (a grid) or --out FILE.npz (the raw samples).")
+    options = image_samples.ImageSampleOptions(
+        out=Path(args.out),
+        num=64 if args.num is None else args.num,
+        seed=args.seed,
+        label=args.label,
+        steps=0 if args.steps is None else args.steps,
+    )
+    step = image_samples.sample_images(Path(args.workdir), args.checkpoint, options)
+    print(f"wrote {options.num} samples of step {step} of {args.workdir} to {options.out}")
     return 0
 
 
@@ -105,15 +136,22 @@ def add_parsers(sub: argparse._SubParsersAction, verbose_help: str) -> None:
     export.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
     export.add_argument("--verbose", action="store_true", help=verbose_help)
     export.set_defaults(handler=cmd_export_hf)
-    sample = sub.add_parser("sample", help="generate text from a language-model run")
+    sample = sub.add_parser(
+        "sample", help="generate text from a language-model run, or images from a generative one"
+    )
     sample.add_argument("--workdir", required=True)
     sample.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
-    sample.add_argument("--prompt", required=True, help="text to continue (UTF-8 bytes)")
+    sample.add_argument("--prompt", help="text to continue (UTF-8 bytes; language models)")
+    sample.add_argument("--out", help="images: FILE.png (a grid) or FILE.npz (raw samples)")
+    sample.add_argument("--class", dest="label", type=int, help="images: this class only")
+    sample.add_argument("--steps", type=int, help="images: the sampler's steps (diffusion)")
     sample.add_argument("--max_new_tokens", type=int, default=200)
     sample.add_argument("--seed", type=int, default=0, help="PRNG seed: fixes the sample")
     sample.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
     sample.add_argument("--top_k", type=int, default=0, help="0: no top-k filter")
     sample.add_argument("--top_p", type=float, default=1.0, help="1: no nucleus filter")
-    sample.add_argument("--num", type=int, default=1, help="how many samples")
+    sample.add_argument(
+        "--num", type=int, default=None, help="how many samples (default 1 text, 64 images)"
+    )
     sample.add_argument("--verbose", action="store_true", help=verbose_help)
     sample.set_defaults(handler=cmd_sample)

@@ -82,6 +82,14 @@ def test_bad_sample_requests_exit_2_with_one_line(gpt_run, capsys, args, names):
     assert sorted(p.name for p in gpt_run.rglob("*")) == before
 
 
+def test_text_sample_needs_a_prompt_and_no_image_flags(gpt_run, tmp_path, capsys):
+    code, _, errors = _sample(capsys, "--workdir", str(gpt_run))
+    assert code == EXIT_BAD_INPUT and "--prompt" in errors
+    out = str(tmp_path / "x.png")
+    code, _, errors = _sample(capsys, "--workdir", str(gpt_run), "--prompt", "x", "--out", out)
+    assert code == EXIT_BAD_INPUT and "--out is for runs of generative tasks" in errors
+
+
 def test_sample_refuses_a_classification_run(run_dir, capsys):
     code, _, errors = _sample(capsys, "--workdir", str(run_dir), "--prompt", "x")
     assert code == EXIT_BAD_INPUT

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxdl.cli import main
 from jaxdl.errors import UserInputError
 from jaxdl.models.vae import VAE
 from jaxdl.tasks import vae as vae_task
@@ -82,7 +83,7 @@ def test_bad_task_fields_name_the_field():
         vae_task._fields(ml_collections.ConfigDict({"iwae_samples": 0}))
 
 
-def test_quick_run_reports_nats_per_image(tmp_path):
+def test_quick_run_reports_nats_per_image_and_samples(tmp_path, capsys):
     result = run_train(tmp_path / "run", config="experiments/digits_vae.py:quick")
     assert result.returncode == 0, result.stderr[-2000:]
     facts = summary(tmp_path / "run")
@@ -92,3 +93,20 @@ def test_quick_run_reports_nats_per_image(tmp_path):
     # A grid of prior samples after each validation pass (the quick run evaluates twice).
     grids = sorted(path.name for path in (tmp_path / "run" / "samples").iterdir())
     assert grids == ["samples_000020.png", "samples_000040.png"]
+    # jaxdl sample: a grid, or the raw samples, fixed by the seed; bad requests exit 2.
+    run = str(tmp_path / "run")
+    assert main(["sample", "--workdir", run, "--num", "6", "--out", str(tmp_path / "a.png")]) == 0
+    assert (tmp_path / "a.png").stat().st_size > 0
+    for name in ("a.npz", "b.npz"):
+        assert main(["sample", "--workdir", run, "--num", "5", "--out", str(tmp_path / name)]) == 0
+    first, second = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert first["images"].shape == (5, 8, 8, 1) and "labels" not in first
+    np.testing.assert_array_equal(first["images"], second["images"])
+    capsys.readouterr()
+    for extra in (
+        ["--out", str(tmp_path / "a.png")],
+        ["--out", str(tmp_path / "c.png"), "--class", "1"],
+    ):
+        assert main(["sample", "--workdir", run, *extra]) == 2
+        assert capsys.readouterr().err.startswith("jaxdl: error: ")
+    assert not (tmp_path / "c.png").exists()

@@ -34,4 +34,10 @@ def build_task(
     return TASKS[config.task.name].from_config(config, dataset, batch_axis_name=batch_axis_name)
 
 
-__all__ = ["TASK_NAMES", "Task", "build_task"]
+def task_generates_images(name: str) -> bool:
+    """Whether task `name` makes images (`jaxdl sample` then writes images, not text)."""
+    task = TASKS.get(name)
+    return task is not None and task.generate_images is not Task.generate_images
+
+
+__all__ = ["TASK_NAMES", "Task", "build_task", "task_generates_images"]

@@ -78,6 +78,28 @@ class Task(abc.ABC):
         del test_metrics
         return {}
 
+    def generate_images(
+        self, state: Any, key: jax.Array, num: int, labels: jax.Array | None, steps: int
+    ) -> jax.Array:
+        """(num, H, W, C) images in [0, 1] from a generative task (`jaxdl sample`); `labels`
+        (num,) for a conditional model, else None; `steps` for an iterative sampler (0: its
+        default). Pure given `key`."""
+        raise NotImplementedError(f"{type(self).__name__} does not generate images.")
+
+    @property
+    def generates_images(self) -> bool:
+        return type(self).generate_images is not Task.generate_images
+
+    @property
+    def conditional(self) -> bool:
+        """Whether `generate_images` takes labels."""
+        return False
+
+    @property
+    def sampler_steps(self) -> bool:
+        """Whether `generate_images` takes a number of sampling steps (e.g. diffusion)."""
+        return False
+
     def evaluation_images(self, state: Any, key: jax.Array) -> dict[str, jax.Array]:
         """Named (N, H, W, C) image batches in [0, 1] (e.g. samples) that the engine writes as
         grids after each validation pass (engine/image_grid.py); {} writes nothing. Called

@@ -181,20 +181,25 @@ class VAETask(Task):
             "count": jnp.sum(mask),
         }
 
-    def generate(self, params: Any, z: jax.Array, labels: jax.Array | None) -> jax.Array:
-        """Images in [0, 1] for latents z: the Bernoulli means, or the Gaussian means clipped."""
-        output = self.model.apply({"params": params}, z, labels, method="decode")
+    @property
+    def conditional(self) -> bool:
+        return bool(self.model.conditional)
+
+    def generate_images(
+        self, state: TrainState, key: jax.Array, num: int, labels: jax.Array | None, steps: int
+    ) -> jax.Array:
+        """Decoded prior samples: the Bernoulli means, or the Gaussian means clipped to [0, 1]."""
+        del steps  # One decoder pass.
+        z = jax.random.normal(key, (num, self.model.latent_dim))
+        output = self.model.apply({"params": state.params}, z, labels, method="decode")
         if self.model.decoder == "bernoulli":
             return jax.nn.sigmoid(output)
         return jnp.clip(output, 0.0, 1.0)
 
     def evaluation_images(self, state: TrainState, key: jax.Array) -> dict[str, jax.Array]:
         """64 samples from the prior (a conditional model: classes 0, 1, ... in turn)."""
-        z = jax.random.normal(key, (SAMPLE_GRID, self.model.latent_dim))
-        labels = (
-            jnp.arange(SAMPLE_GRID) % self.model.num_classes if self.model.conditional else None
-        )
-        return {"samples": self.generate(state.params, z, labels)}
+        labels = jnp.arange(SAMPLE_GRID) % self.model.num_classes if self.conditional else None
+        return {"samples": self.generate_images(state, key, SAMPLE_GRID, labels, 0)}
 
     def summary_fields(self, test_metrics: dict[str, float]) -> dict[str, Any]:
         return {
