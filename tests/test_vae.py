@@ -92,7 +92,9 @@ def test_quick_run_reports_nats_per_image_and_samples(tmp_path, capsys):
     assert facts["final_metrics"]["test/nelbo"] == facts["nelbo_nats_per_image"]
     # A grid of prior samples after each validation pass (the quick run evaluates twice).
     grids = sorted(path.name for path in (tmp_path / "run" / "samples").iterdir())
-    assert grids == ["samples_000020.png", "samples_000040.png"]
+    assert grids == [
+        f"{kind}_0000{step}.png" for kind in ("interpolation", "samples") for step in (20, 40)
+    ]
     # jaxdl sample: a grid, or the raw samples, fixed by the seed; bad requests exit 2.
     run = str(tmp_path / "run")
     assert main(["sample", "--workdir", run, "--num", "6", "--out", str(tmp_path / "a.png")]) == 0

@@ -29,6 +29,7 @@ from jaxdl.tasks.state import TrainState
 
 TASK_FIELDS = {"beta": 1.0, "iwae_samples": 64}
 SAMPLE_GRID = 64  # Images in the grid written at each evaluation.
+INTERPOLATION_ROWS = 8  # And an 8 x 8 grid of interpolations.
 _EVAL_SALT = 0x7AE  # Separates the evaluation's fixed noise from every training step's.
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -191,15 +192,30 @@ class VAETask(Task):
         """Decoded prior samples: the Bernoulli means, or the Gaussian means clipped to [0, 1]."""
         del steps  # One decoder pass.
         z = jax.random.normal(key, (num, self.model.latent_dim))
-        output = self.model.apply({"params": state.params}, z, labels, method="decode")
+        return self._decode_means(state.params, z, labels)
+
+    def _decode_means(self, params: Any, z: jax.Array, labels: jax.Array | None) -> jax.Array:
+        output = self.model.apply({"params": params}, z, labels, method="decode")
         if self.model.decoder == "bernoulli":
             return jax.nn.sigmoid(output)
         return jnp.clip(output, 0.0, 1.0)
 
     def evaluation_images(self, state: TrainState, key: jax.Array) -> dict[str, jax.Array]:
-        """64 samples from the prior (a conditional model: classes 0, 1, ... in turn)."""
+        """'samples': 64 draws from the prior (a conditional model: classes 0, 1, ... in turn);
+        'interpolation': 8 rows, each decoding 8 evenly spaced points on the line between two
+        prior draws (a conditional model: row r keeps class r), to show the latent space is
+        smooth."""
+        sample_key, end_key = jax.random.split(key)
         labels = jnp.arange(SAMPLE_GRID) % self.model.num_classes if self.conditional else None
-        return {"samples": self.generate_images(state, key, SAMPLE_GRID, labels, 0)}
+        ends = jax.random.normal(end_key, (2, INTERPOLATION_ROWS, 1, self.model.latent_dim))
+        weights = jnp.linspace(0.0, 1.0, INTERPOLATION_ROWS)[None, :, None]
+        z = ((1 - weights) * ends[0] + weights * ends[1]).reshape(-1, self.model.latent_dim)
+        row_labels = jnp.repeat(jnp.arange(INTERPOLATION_ROWS), INTERPOLATION_ROWS)
+        row_labels = row_labels % self.model.num_classes if self.conditional else None
+        return {
+            "samples": self.generate_images(state, sample_key, SAMPLE_GRID, labels, 0),
+            "interpolation": self._decode_means(state.params, z, row_labels),
+        }
 
     def summary_fields(self, test_metrics: dict[str, float]) -> dict[str, Any]:
         return {
