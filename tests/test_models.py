@@ -254,7 +254,9 @@ def test_build_model_passes_fields():
 def test_model_names_and_fields():
     images = ("mlp", "cnn", "lenet5", "resnet", "vit")
     sequences = ("rnn", "gpt", "bert", "seq2seq")
-    assert images + sequences == MODEL_NAMES
+    generative = ("vae",)
+    assert images + sequences + generative == MODEL_NAMES
+    assert "image_shape" not in model_fields("vae")  # The task sets it from the dataset.
     assert model_fields("lenet5") == ("activation", "pooling", "dtype")
     for name in MODEL_NAMES:
         # Both come from the dataset (build_model's arguments), never from the model config.

@@ -60,11 +60,11 @@ LAYOUTS = {
 CASES = [
     *[(name, layout) for name in ("digits_mlp", "digits_cnn") for layout in LAYOUTS],
     # ResNet: batch norm in every block, and zero-padded (option A) shortcuts. ViT: attention
-    # heads and MLP units over tensor; dropout inside the blocks per device. ResNet's cases and
-    # ViT's tensor layout (about 110 s together) run in `make test-all`; the CNN (batch norm,
-    # dropout) covers every layout in `make test`, which has to fit CI's 25 minutes.
+    # heads and MLP units over tensor; dropout inside the blocks per device. ResNet's and ViT's
+    # cases (about 145 s together) run in `make test-all`; the CNN (batch norm, dropout) covers
+    # every layout in `make test`, which has to fit CI's 25 minutes.
     pytest.param("digits_resnet", "shard_map", marks=pytest.mark.slow),
-    ("digits_vit", "shard_map"),
+    pytest.param("digits_vit", "shard_map", marks=pytest.mark.slow),
     pytest.param("digits_resnet", "data2_tensor4", marks=pytest.mark.slow),
     pytest.param("digits_vit", "data2_tensor4", marks=pytest.mark.slow),
 ]
