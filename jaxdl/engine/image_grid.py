@@ -8,6 +8,7 @@ is legible.
 """
 
 import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +51,16 @@ def write_png(path: Path, grid: np.ndarray) -> Path:
 
 def sample_path(workdir: Path, name: str, step: int) -> Path:
     return workdir / SAMPLES_DIR / f"{name}_{step:06d}.png"
+
+
+def write_grids(
+    workdir: Path,
+    step: int,
+    images: Mapping[str, np.ndarray],
+    to_tensorboard: Callable[[int, str, np.ndarray], None],
+) -> None:
+    """Each named batch as `samples/NAME_STEP.png` and as TensorBoard image `samples/NAME`."""
+    for name, batch in images.items():
+        grid = make_grid(batch)
+        write_png(sample_path(workdir, name, step), grid)
+        to_tensorboard(step, f"{SAMPLES_DIR}/{name}", grid)

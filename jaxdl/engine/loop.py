@@ -208,11 +208,9 @@ class _Run:
         """The task's evaluation images as grids (every process computes, process 0 writes)."""
         if self.images is None:
             return
-        for name, images in self.images(self.state).items():
-            if self.writer:
-                grid = image_grid.make_grid(images)
-                image_grid.write_png(image_grid.sample_path(self.workdir, name, step), grid)
-                self.log.write_image(step, f"{image_grid.SAMPLES_DIR}/{name}", grid)
+        images = self.images(self.state)
+        if self.writer:
+            image_grid.write_grids(self.workdir, step, images, self.log.write_image)
 
     def _time_due(self, at_log_step: bool) -> bool:
         if not self.checkpoint_seconds:

@@ -24,7 +24,7 @@ from flax import linen as nn
 from jaxdl import loss_scale, optim
 from jaxdl.models import build_model
 from jaxdl.tasks.base import Batch, Metrics, Task
-from jaxdl.tasks.state import TrainState
+from jaxdl.tasks.state import TrainState, apply_grads_with_metrics
 
 
 class ClassificationTask(Task):
@@ -139,19 +139,18 @@ class ClassificationTask(Task):
     def apply_grads(
         self, state: TrainState, grads: Any, metrics: Metrics
     ) -> tuple[TrainState, Metrics]:
+        if not self.loss_scaled:
+            return apply_grads_with_metrics(state, grads, metrics, self.learning_rate)
         metrics = {**metrics, "learning_rate": self.learning_rate(state.step)}
-        if self.loss_scaled:
-            scale = loss_scale.current_scale(state.opt_state)
-            grad_norm = optax.tree.norm(grads) / scale
-            new_state = state.apply_gradients(grads)
-            skipped = loss_scale.step_was_skipped(state.opt_state, new_state.opt_state)
-            # An overflowed step is skipped by the optimizer; its norm would read as divergence.
-            metrics["grad_norm"] = jnp.where(jnp.isfinite(grad_norm), grad_norm, 0.0)
-            metrics["loss_scale"] = scale
-            metrics["overflow_skipped"] = skipped.astype(jnp.float32)
-            return new_state, metrics
-        metrics["grad_norm"] = optax.tree.norm(grads)
-        return state.apply_gradients(grads), metrics
+        scale = loss_scale.current_scale(state.opt_state)
+        grad_norm = optax.tree.norm(grads) / scale
+        new_state = state.apply_gradients(grads)
+        skipped = loss_scale.step_was_skipped(state.opt_state, new_state.opt_state)
+        # An overflowed step is skipped by the optimizer; its norm would read as divergence.
+        metrics["grad_norm"] = jnp.where(jnp.isfinite(grad_norm), grad_norm, 0.0)
+        metrics["loss_scale"] = scale
+        metrics["overflow_skipped"] = skipped.astype(jnp.float32)
+        return new_state, metrics
 
     def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
         variables = {"params": state.params, **state.model_state}

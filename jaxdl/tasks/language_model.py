@@ -27,7 +27,7 @@ from jaxdl import optim
 from jaxdl.errors import UserInputError
 from jaxdl.models import build_model
 from jaxdl.tasks.base import Batch, Metrics, Task
-from jaxdl.tasks.state import TrainState
+from jaxdl.tasks.state import TrainState, apply_grads_with_metrics
 
 
 class LanguageModelTask(Task):
@@ -127,12 +127,7 @@ class LanguageModelTask(Task):
     def apply_grads(
         self, state: TrainState, grads: Any, metrics: Metrics
     ) -> tuple[TrainState, Metrics]:
-        metrics = {
-            **metrics,
-            "learning_rate": self.learning_rate(state.step),
-            "grad_norm": optax.tree.norm(grads),
-        }
-        return state.apply_gradients(grads), metrics
+        return apply_grads_with_metrics(state, grads, metrics, self.learning_rate)
 
     def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
         variables = {"params": state.params, **state.model_state}

@@ -26,7 +26,7 @@ from jaxdl.errors import UserInputError
 from jaxdl.models import build_model
 from jaxdl.tasks.base import Batch, Metrics, Task
 from jaxdl.tasks.classification import model_kwargs
-from jaxdl.tasks.state import TrainState
+from jaxdl.tasks.state import TrainState, apply_grads_with_metrics
 
 MASK_SALT = 0x6D6C6D  # Separates the masking draws from the dropout draws of the same step.
 
@@ -185,12 +185,7 @@ class MaskedLMTask(Task):
     def apply_grads(
         self, state: TrainState, grads: Any, metrics: Metrics
     ) -> tuple[TrainState, Metrics]:
-        metrics = {
-            **metrics,
-            "learning_rate": self.learning_rate(state.step),
-            "grad_norm": optax.tree.norm(grads),
-        }
-        return state.apply_gradients(grads), metrics
+        return apply_grads_with_metrics(state, grads, metrics, self.learning_rate)
 
     def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
         ids = batch["input"]

@@ -27,7 +27,7 @@ from jaxdl import optim
 from jaxdl.errors import UserInputError
 from jaxdl.models import build_model
 from jaxdl.tasks.base import Batch, Metrics, Task
-from jaxdl.tasks.state import TrainState
+from jaxdl.tasks.state import TrainState, apply_grads_with_metrics
 from jaxdl.text.decoding import beam_search, greedy_decode
 
 # Ids 1 and 2 never occur in the byte-level datasets' text (0 pads): start and end of target.
@@ -190,12 +190,7 @@ class Seq2SeqTask(Task):
     def apply_grads(
         self, state: TrainState, grads: Any, metrics: Metrics
     ) -> tuple[TrainState, Metrics]:
-        metrics = {
-            **metrics,
-            "learning_rate": self.learning_rate(state.step),
-            "grad_norm": optax.tree.norm(grads),
-        }
-        return state.apply_gradients(grads), metrics
+        return apply_grads_with_metrics(state, grads, metrics, self.learning_rate)
 
     def generate(self, variables: Any, source: jax.Array, source_lengths: jax.Array, length: int):
         """(B, length) decoded ids (EOS included, then padding): greedy, or beam search when

@@ -30,3 +30,16 @@ class TrainState(struct.PyTreeNode):
         param_updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
         params = optax.apply_updates(self.params, param_updates)
         return self.replace(step=self.step + 1, params=params, opt_state=opt_state, **updates)
+
+
+def apply_grads_with_metrics(
+    state: TrainState, grads: Any, metrics: dict[str, jax.Array], learning_rate: optax.Schedule
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """The update, with what every single-network task logs beside its own metrics: the step's
+    learning rate and the gradients' global norm."""
+    metrics = {
+        **metrics,
+        "learning_rate": learning_rate(state.step),
+        "grad_norm": optax.tree.norm(grads),
+    }
+    return state.apply_gradients(grads), metrics

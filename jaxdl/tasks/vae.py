@@ -25,7 +25,7 @@ from jaxdl import optim
 from jaxdl.errors import UserInputError
 from jaxdl.models import build_model
 from jaxdl.tasks.base import Batch, Metrics, Task
-from jaxdl.tasks.state import TrainState
+from jaxdl.tasks.state import TrainState, apply_grads_with_metrics
 
 TASK_FIELDS = {"beta": 1.0, "iwae_samples": 64}
 SAMPLE_GRID = 64  # Images in the grid written at each evaluation.
@@ -143,12 +143,7 @@ class VAETask(Task):
     def apply_grads(
         self, state: TrainState, grads: Any, metrics: Metrics
     ) -> tuple[TrainState, Metrics]:
-        metrics = {
-            **metrics,
-            "learning_rate": self.learning_rate(state.step),
-            "grad_norm": optax.tree.norm(grads),
-        }
-        return state.apply_gradients(grads), metrics
+        return apply_grads_with_metrics(state, grads, metrics, self.learning_rate)
 
     def iwae_nll(self, params: Any, batch: Batch, noise: jax.Array) -> jax.Array:
         """The k-sample importance-weighted bound on -log p(x) per example; noise (k, B, latent)."""
