@@ -8,6 +8,7 @@ Held-out figures in nats per image: `nelbo` and the 64-sample importance-weighte
 """
 
 from jaxdl.config import base_config, check_variant, make_quick
+from jaxdl.engine import sample_quality
 
 
 def get_config(variant: str = ""):
@@ -31,6 +32,9 @@ def get_config(variant: str = ""):
     config.schedule.name = "warmup_cosine"
     config.schedule.warmup_steps = 100
 
+    # Fréchet distance of samples on digits_cnn's features (trained once, cached).
+    config.sample_quality = sample_quality.config_fields("digits_cnn")
+
     config.train.num_steps = 3000
     config.train.eval_every = 250
     config.train.checkpoint_every = 500
@@ -40,5 +44,6 @@ def get_config(variant: str = ""):
     if variant == "quick":
         config.model.hidden_sizes = (32,)
         config.task.iwae_samples = 4
+        config.sample_quality.classifier_config = "digits_cnn:quick"
         make_quick(config)
     return config

@@ -218,7 +218,7 @@ def _start_processes(args: argparse.Namespace, preemption: Preemption) -> None:
 
 
 def _train(args: argparse.Namespace, rest: list[str], preemption: Preemption) -> int:
-    from jaxdl.engine import init_from, loop, workdir
+    from jaxdl.engine import init_from, loop, quality_monitor, sample_quality, workdir
     from jaxdl.engine.faults import FaultPlan
 
     config = parse_config(args.config, rest)
@@ -245,6 +245,11 @@ def _train(args: argparse.Namespace, rest: list[str], preemption: Preemption) ->
     from jax.experimental import multihost_utils
 
     plan = loop.setup(config)
+    quality = None
+    if sample_quality.enabled(config, plan.task.generates_images):
+        from jaxdl import feature_classifier
+
+        quality = quality_monitor.SampleQuality(plan, feature_classifier.classifier_dir(config))
     if state is workdir.WorkdirState.NEW:
         init_from.check(plan, run_dir)  # The source run, before the workdir is written to.
         # With several processes (sharing the workdir) process 0 prepares it, the others wait.
@@ -257,7 +262,12 @@ def _train(args: argparse.Namespace, rest: list[str], preemption: Preemption) ->
             multihost_utils.sync_global_devices("jaxdl: workdir ready")
     command = " ".join(["jaxdl train", f"--config {args.config}", f"--workdir {run_dir}", *rest])
     summary = loop.train(
-        plan, run_dir, faults, run_info={"command": command}, preemption=preemption
+        plan,
+        run_dir,
+        faults,
+        run_info={"command": command},
+        preemption=preemption,
+        quality=quality,
     )
     print(json.dumps({k: summary[k] for k in ("final_metrics", "steps", "wall_seconds")}))
     if jax.process_index() == 0:  # The one process that writes them.

@@ -15,6 +15,11 @@ _COMPILATION_CACHE = tempfile.mkdtemp(prefix="jaxdl-test-xla-cache-")
 atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _COMPILATION_CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# Feature classifiers that generative runs train for their sample quality: one per session,
+# shared with subprocesses, never in the user's ~/.cache.
+_CLASSIFIER_CACHE = tempfile.mkdtemp(prefix="jaxdl-test-classifiers-")
+atexit.register(shutil.rmtree, _CLASSIFIER_CACHE, ignore_errors=True)
+os.environ["JAXDL_CACHE_DIR"] = _CLASSIFIER_CACHE
 
 import pytest  # noqa: E402 (after the environment above)
 

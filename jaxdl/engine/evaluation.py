@@ -5,8 +5,9 @@ from pathlib import Path
 from typing import Any
 
 from jaxdl import config as config_lib
-from jaxdl.engine import loop, steps, workdir
+from jaxdl.engine import steps, workdir
 from jaxdl.engine.checkpoints import Checkpointer
+from jaxdl.engine.setup import Setup, setup
 from jaxdl.errors import UserInputError
 
 
@@ -21,7 +22,7 @@ def evaluate_workdir(run_dir: Path, which: str, split: str) -> dict:
     return {"step": step, "split": split, **metrics}
 
 
-def restore_checkpoint(run_dir: Path, which: str) -> tuple[loop.Setup, int, Any]:
+def restore_checkpoint(run_dir: Path, which: str) -> tuple[Setup, int, Any]:
     """(plan, step, state) of checkpoint `which` ('best', 'latest' or a step) of a workdir,
     laid out over the devices here.
 
@@ -29,7 +30,7 @@ def restore_checkpoint(run_dir: Path, which: str) -> tuple[loop.Setup, int, Any]
     unlike `jaxdl train`, this leaves it where it is (the next train run moves it aside).
     """
     config = config_lib.with_default_layout(workdir.load_config(run_dir))
-    plan = loop.setup(config)
+    plan = setup(config)
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=config.train.keep_checkpoints)
     try:
         saved = checkpointer.all_steps()

@@ -19,7 +19,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from jaxdl.engine import image_grid, init_from, nonfinite, steps
+from jaxdl.engine import image_grid, init_from, nonfinite, quality_monitor, steps
 from jaxdl.engine.checkpoints import Checkpointer
 from jaxdl.engine.faults import FaultPlan
 from jaxdl.engine.fingerprint import count_params, tree_fingerprint
@@ -82,8 +82,15 @@ def _describe(plan: Setup, num_params: int, step: int) -> str:
 class _Run:
     """One process's part of a run: restore or start, train, finish. Holds what the steps change."""
 
-    def __init__(self, plan: Setup, workdir: Path, faults: FaultPlan, preemption: Preemption):
-        self.base_plan, self.plan = plan, plan
+    def __init__(
+        self,
+        plan: Setup,
+        workdir: Path,
+        faults: FaultPlan,
+        preemption: Preemption,
+        quality: quality_monitor.SampleQuality | None,
+    ):
+        self.base_plan, self.plan, self.quality = plan, plan, quality
         self.workdir, self.faults, self.preemption = workdir, faults, preemption
         train = plan.config.train
         # Read once: a ConfigDict attribute costs microseconds, and the loop runs per step.
@@ -190,6 +197,8 @@ class _Run:
             improved = False
             if do_eval:
                 val = self.evaluate(self.state, "validation")
+                if self.quality:
+                    val.update(self.quality.measure(self.state, "validation"))
                 self.log.write(step, "val", val)
                 tqdm.write(f"step {step}: val {format_metrics(val)}")
                 self._write_images(step)
@@ -332,6 +341,8 @@ class _Run:
                 )
                 best_step, best_state = self.step, self.state
         test = self.evaluate(best_state, "test")
+        if self.quality:
+            test.update(self.quality.measure(best_state, "test"))
         self.log.write(self.step, "test", test)
         tqdm.write(f"test (best checkpoint, step {best_step}): {format_metrics(test)}")
         status = self.stop_reason or ("stopped_early" if loop["stopped_early"] else "completed")
@@ -340,6 +351,7 @@ class _Run:
             "final_metrics": {f"test/{k}": v for k, v in test.items()},
             "final_metrics_step": best_step,
             **self.plan.task.summary_fields(test),
+            **({"sample_quality": self.quality.report(test)} if self.quality else {}),
             "best_metrics": {
                 "step": best_step,
                 **{f"val/{k}": v for k, v in loop["best_metrics"].items()},
@@ -380,18 +392,22 @@ def train(
     faults: FaultPlan | None = None,
     run_info: dict[str, Any] | None = None,
     preemption: Preemption | None = None,
+    quality: quality_monitor.SampleQuality | None = None,
 ) -> dict[str, Any]:
     """Trains to the end (or early stop), resuming from the newest readable checkpoint.
 
     `run_info` (e.g. the command line) is copied into summary.json as is. With `preemption`
     (the CLI's), SIGTERM and SIGINT end the run with a checkpoint and raise `Preempted`.
+    `quality` measures a generative run's samples (engine/quality_monitor.py); left out, it is
+    opened from the config when the config asks for it.
     """
     # Never entered, so no handlers: library callers (tests, benchmarks) are never preempted.
     preemption = preemption or Preemption()
     debug_nans = jax.config.jax_debug_nans
     jax.config.update("jax_debug_nans", bool(plan.config.get("debug_nans", False)))
     try:
-        run = _Run(plan, workdir, faults or FaultPlan(), preemption)
+        quality = quality or quality_monitor.open_for(plan)
+        run = _Run(plan, workdir, faults or FaultPlan(), preemption, quality)
         try:
             with preemption.deferring():
                 run.train()

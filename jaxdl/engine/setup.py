@@ -15,7 +15,7 @@ from flax.core import meta
 from jaxdl import config as config_lib
 from jaxdl import data
 from jaxdl.engine import feed as feed_lib
-from jaxdl.engine import sharding
+from jaxdl.engine import sample_quality, sharding
 from jaxdl.errors import UserInputError
 from jaxdl.tasks import Task, build_task
 
@@ -126,7 +126,12 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
     eval_shapes = jax.eval_shape(
         task.eval_step, shapes, {**example, "mask": np.ones(1, np.float32)}
     )
-    eval_metric_names = tuple(sorted(name for name in eval_shapes if name != "count"))
+    quality_names = sample_quality.metric_names(config, task)
+    if quality_names:
+        sample_quality.check_fields(config.sample_quality)
+    eval_metric_names = tuple(
+        sorted({*(name for name in eval_shapes if name != "count"), *quality_names})
+    )
     # Outside a shard_map the batch axes are unbound: shapes come from the same task without.
     # (The state's apply_fn is its task's model: it comes from the same task's init.)
     plain_task = task if _batch_axis_name(config) is None else build_task(config, dataset)

@@ -17,6 +17,7 @@ from jaxdl.models.mlp import MLP
 from jaxdl.models.resnet import ResNet
 from jaxdl.models.rnn import RNN
 from jaxdl.models.seq2seq import Seq2SeqTransformer
+from jaxdl.models.unet import UNet
 from jaxdl.models.vae import VAE
 from jaxdl.models.vit import VisionTransformer
 
@@ -32,6 +33,7 @@ _FAMILIES: Mapping[str, type[nn.Module]] = MappingProxyType(
         "bert": Bert,
         "seq2seq": Seq2SeqTransformer,
         "vae": VAE,
+        "unet": UNet,
     }
 )
 
@@ -52,6 +54,7 @@ __all__ = [
     "MLP",
     "MODEL_NAMES",
     "RNN",
+    "UNet",
     "VAE",
     "Bert",
     "DecoderLM",

@@ -7,6 +7,7 @@ import ml_collections
 from jaxdl.errors import unknown_name_error
 from jaxdl.tasks.base import Task
 from jaxdl.tasks.classification import ClassificationTask
+from jaxdl.tasks.diffusion import DiffusionTask
 from jaxdl.tasks.language_model import LanguageModelTask
 from jaxdl.tasks.masked_lm import MaskedLMTask
 from jaxdl.tasks.seq2seq import Seq2SeqTask
@@ -18,6 +19,7 @@ TASKS = {
     "masked_lm": MaskedLMTask,
     "seq2seq": Seq2SeqTask,
     "vae": VAETask,
+    "diffusion": DiffusionTask,
 }
 TASK_NAMES = tuple(TASKS)
 
