@@ -2,9 +2,9 @@
 
 `sample_quality.classifier_workdir` names a finished classification run on the same data. When
 it is '', the experiment `sample_quality.classifier_config` is trained here, before the
-generative run starts, into JAXDL_CACHE_DIR (default ~/.cache/jaxdl)/feature_classifiers/, under
-a name that carries a hash of its whole config: every later run with the same classifier config
-reuses it, and a changed config trains a new one. It is trained in a private folder and renamed
+generative run starts, into JAXDL_CACHE_DIR (default ~/.cache/jaxdl)/feature_classifiers/,
+under a name that carries a hash of its whole config (`classifier_overrides` included): every
+later run with the same classifier config reuses it, and a changed config trains a new one. It is trained in a private folder and renamed
 into place when finished, so a killed training never leaves a half-trained classifier to reuse.
 """
 
@@ -28,10 +28,13 @@ def classifier_dir(config: ml_collections.ConfigDict) -> Path:
     if section.get("classifier_workdir"):
         return Path(section.classifier_workdir)
     spec = section.classifier_config
-    classifier_config = parse_config(spec, [])
+    overrides = list(section.get("classifier_overrides", ()))
+    classifier_config = parse_config(spec, overrides)
+    # The same data: read from where this run reads it.
+    classifier_config.data.data_dir = config.data.data_dir
     if classifier_config.data.name != config.data.name:
         raise UserInputError(
-            f"sample_quality.classifier_config={spec!r} trains on {classifier_config.data.name!r}, "
+            f"sample_quality.classifier_config={spec!r} {' '.join(overrides)} trains on {classifier_config.data.name!r}, "
             f"this run on {config.data.name!r}; name an experiment on the same data."
         )
     digest = hashlib.sha256(workdir.config_to_json(classifier_config).encode()).hexdigest()

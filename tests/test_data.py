@@ -116,7 +116,7 @@ def test_unknown_dataset_lists_registered_names():
     message = str(error.value)
     assert "Did you mean: mnist" in message and "npz:<path>" in message
     assert all(name in message for name in DATASET_NAMES)
-    images = {"digits", "mnist", "fashion_mnist", "cifar10", "imagenet2012"}
+    images = {"digits", "mnist", "fashion_mnist", "cifar10", "imagenet2012", "celeb_a"}
     sequences = {"stdlib_chars", "tiny_shakespeare", "lm1b", "imdb_reviews"} | {
         f"algorithmic/{task}" for task in ("copy", "reverse", "sort", "addition", "brackets")
     }

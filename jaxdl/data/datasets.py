@@ -6,6 +6,8 @@ from collections.abc import Callable
 from ml_collections import ConfigDict
 
 from jaxdl.data.arrays import in_memory
+from jaxdl.data.celeb_a import DEFAULT_ATTRIBUTE, load_celeb_a
+from jaxdl.data.celeb_a import NAME as CELEB_A
 from jaxdl.data.imagenet import NAME as IMAGENET
 from jaxdl.data.imagenet import load_imagenet
 from jaxdl.data.npz_source import NPZ_PREFIX, load_npz
@@ -26,12 +28,13 @@ _LOADERS: dict[str, Callable[..., DatasetSpec]] = {
     "digits": load_digits,
     **{name: functools.partial(load_tfds_images, name) for name in TFDS_IMAGE_DATASETS},
     IMAGENET: load_imagenet,
+    CELEB_A: load_celeb_a,
     STDLIB_CHARS: load_stdlib_chars,
     **{name: functools.partial(load_tfds_text, name) for name in TFDS_TEXT_DATASETS},
     **{name: functools.partial(load_algorithmic, name) for name in ALGORITHMIC_NAMES},
 }
 # Datasets whose images come in mixed sizes and are resized to data.image_size.
-_RESIZED = (IMAGENET,)
+_RESIZED = (IMAGENET, CELEB_A)
 DATASET_NAMES: tuple[str, ...] = tuple(_LOADERS)
 
 
@@ -58,6 +61,8 @@ def _load_records(config: ConfigDict) -> DatasetSpec:
         raise unknown_name_error("dataset", name, [*DATASET_NAMES, f"{NPZ_PREFIX}<path>"])
     image_size = config.get("image_size", 0)
     sized = {"image_size": image_size} if name in _RESIZED else {}
+    if name == CELEB_A:  # Which attribute is the label (experiments/celeb_a_*.py add the field).
+        sized["attribute"] = config.get("attribute", DEFAULT_ATTRIBUTE)
     spec = _LOADERS[name](
         data_dir=config.get("data_dir", ""),
         validation_fraction=validation_fraction,

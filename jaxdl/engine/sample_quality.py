@@ -26,7 +26,9 @@ FD_METRIC, ACCURACY_METRIC = "fd", "class_accuracy"
 CACHE_ENV = "JAXDL_CACHE_DIR"  # Where classifiers trained on the fly are kept.
 
 
-def config_fields(classifier_config: str = "digits_cnn") -> ml_collections.ConfigDict:
+def config_fields(
+    classifier_config: str = "digits_cnn", *overrides: str
+) -> ml_collections.ConfigDict:
     """The `sample_quality` section a generative experiment adds to its config."""
     return ml_collections.ConfigDict(
         {
@@ -34,6 +36,8 @@ def config_fields(classifier_config: str = "digits_cnn") -> ml_collections.Confi
             "classifier_workdir": "",
             # Experiment (name or path, ':quick' allowed) trained once and cached when needed.
             "classifier_config": classifier_config,
+            # Its --config.x=y overrides, e.g. ("--config.data.name=mnist",).
+            "classifier_overrides": tuple(overrides),
             # Images compared per distance; 0: as many as the test split has (at most 10,000).
             "num_samples": 0,
         }
