@@ -30,6 +30,11 @@ def classifier_dir(config: ml_collections.ConfigDict) -> Path:
     spec = section.classifier_config
     overrides = list(section.get("classifier_overrides", ()))
     classifier_config = parse_config(spec, overrides)
+    if classifier_config.task.name != "classification":
+        raise UserInputError(
+            f"sample_quality.classifier_config={spec!r} is a {classifier_config.task.name!r} "
+            "experiment; name a classification run (e.g. digits_cnn)."
+        )
     # The same data: read from where this run reads it.
     classifier_config.data.data_dir = config.data.data_dir
     if classifier_config.data.name != config.data.name:

@@ -47,3 +47,50 @@ def test_it_grows_with_added_noise():
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match="features must be"):
         gaussian_statistics(np.zeros((1, 4)))
+
+
+def test_penultimate_features_are_the_input_of_the_last_dense_layer():
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from jaxdl.engine.quality_monitor import penultimate_features
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train):
+            hidden = nn.relu(nn.Dense(5, name="hidden")(x.reshape(x.shape[0], -1)))
+            return nn.Dense(3, name="head")(hidden)
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 2, 2, 1))
+    variables = Net().init(jax.random.PRNGKey(1), x, train=False)
+    features, logits = penultimate_features(Net().apply, variables, x)
+    hidden = variables["params"]["hidden"]
+    expected = jax.nn.relu(x.reshape(4, -1) @ hidden["kernel"] + hidden["bias"])
+    np.testing.assert_allclose(features, expected, rtol=1e-6)
+    np.testing.assert_allclose(logits, Net().apply(variables, x, train=False), rtol=1e-6)
+    assert jnp.shape(features) == (4, 5)
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("--config.sample_quality.classifier_workdir={missing}", "no run there"),
+        ("--config.sample_quality.num_samples=1", "sample_quality.num_samples"),
+        ("--config.sample_quality.classifier_config=digits_vae", "name a classification run"),
+    ],
+)
+def test_bad_classifier_settings_exit_2_before_the_workdir_is_written(
+    tmp_path, capsys, override, words
+):
+    from jaxdl.cli import main
+
+    run = tmp_path / "run"
+    flag = override.format(missing=tmp_path / "missing")
+    code = main(
+        ["train", "--config", "experiments/digits_vae.py:quick", "--workdir", str(run), flag]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxdl: error: ") and words in err
+    assert not run.exists()

@@ -91,6 +91,11 @@ def test_quick_run_reports_nats_per_image_and_samples(tmp_path, capsys):
     assert facts["iwae_samples"] == 4
     assert 0 < facts["iwae_nll_nats_per_image"] <= facts["nelbo_nats_per_image"]
     assert facts["final_metrics"]["test/nelbo"] == facts["nelbo_nats_per_image"]
+    # Sample quality against the quick classifier (trained once per test session, cached).
+    quality = facts["sample_quality"]
+    assert 0.0 <= quality["fd_floor"] < quality["fd_noise"] and quality["num_images"] == 360
+    assert quality["fd"] == facts["final_metrics"]["test/fd"] > 0.0
+    assert "class_accuracy" not in quality  # Not a conditional model.
     # A grid of prior samples after each validation pass (the quick run evaluates twice).
     grids = sorted(path.name for path in (tmp_path / "run" / "samples").iterdir())
     assert grids == [
