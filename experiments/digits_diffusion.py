@@ -47,7 +47,9 @@ def get_config(variant: str = ""):
     # Fréchet distance and class accuracy of samples on digits_cnn's features.
     config.sample_quality = sample_quality.config_fields("digits_cnn")
 
-    config.train.num_steps = 2500
+    # The sample FD was lowest at step 1000 of a 2500-step run (0.73; 0.99 at 2500, with the
+    # class accuracy at 0.99 throughout): more steps buy nothing here.
+    config.train.num_steps = 1500
     config.train.eval_every = 500
     config.train.checkpoint_every = 500
     config.train.monitor = "fd"

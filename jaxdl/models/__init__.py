@@ -11,6 +11,7 @@ from ml_collections import ConfigDict
 from jaxdl.errors import UserInputError, close_matches, unknown_name_error
 from jaxdl.models.bert import Bert
 from jaxdl.models.cnn import CNN, LeNet5
+from jaxdl.models.gan import GAN
 from jaxdl.models.gpt import DecoderLM
 from jaxdl.models.layers import resolve_dtype
 from jaxdl.models.mlp import MLP
@@ -33,6 +34,7 @@ _FAMILIES: Mapping[str, type[nn.Module]] = MappingProxyType(
         "bert": Bert,
         "seq2seq": Seq2SeqTransformer,
         "vae": VAE,
+        "gan": GAN,
         "unet": UNet,
     }
 )
@@ -51,6 +53,7 @@ _NOT_CONFIGURABLE = (
 
 __all__ = [
     "CNN",
+    "GAN",
     "MLP",
     "MODEL_NAMES",
     "RNN",

@@ -8,6 +8,7 @@ from jaxdl.errors import unknown_name_error
 from jaxdl.tasks.base import Task
 from jaxdl.tasks.classification import ClassificationTask
 from jaxdl.tasks.diffusion import DiffusionTask
+from jaxdl.tasks.gan import GANTask
 from jaxdl.tasks.language_model import LanguageModelTask
 from jaxdl.tasks.masked_lm import MaskedLMTask
 from jaxdl.tasks.seq2seq import Seq2SeqTask
@@ -19,6 +20,7 @@ TASKS = {
     "masked_lm": MaskedLMTask,
     "seq2seq": Seq2SeqTask,
     "vae": VAETask,
+    "gan": GANTask,
     "diffusion": DiffusionTask,
 }
 TASK_NAMES = tuple(TASKS)
