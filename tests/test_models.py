@@ -254,7 +254,7 @@ def test_build_model_passes_fields():
 def test_model_names_and_fields():
     images = ("mlp", "cnn", "lenet5", "resnet", "vit")
     sequences = ("rnn", "gpt", "bert", "seq2seq")
-    generative = ("vae", "gan")
+    generative = ("vae", "gan", "unet")
     assert images + sequences + generative == MODEL_NAMES
     assert "image_shape" not in model_fields("vae")  # The task sets it from the dataset.
     assert model_fields("lenet5") == ("activation", "pooling", "dtype")

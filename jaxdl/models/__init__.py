@@ -47,6 +47,7 @@ _NOT_CONFIGURABLE = (
     "vocab_size",
     "batch_axis_name",
     "image_shape",
+    "spectral_norm",  # The GAN task sets it from task.regularizer.
     "parent",
     "name",
 )
@@ -57,13 +58,13 @@ __all__ = [
     "MLP",
     "MODEL_NAMES",
     "RNN",
-    "UNet",
     "VAE",
     "Bert",
     "DecoderLM",
     "LeNet5",
     "ResNet",
     "Seq2SeqTransformer",
+    "UNet",
     "VisionTransformer",
     "build_model",
     "model_fields",
