@@ -1,10 +1,14 @@
 """Running the real CLI in a fresh process, as a user would."""
 
+import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import ml_collections
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK_CNN = "experiments/digits_cnn.py:quick"
@@ -50,3 +54,30 @@ def run_train(
 
 def summary(workdir: Path) -> dict:
     return json.loads((workdir / "summary.json").read_text())
+
+
+def experiment_config(name: str, variant: str, data_dir: Path) -> ml_collections.ConfigDict:
+    """experiments/NAME.py's config (VARIANT, e.g. 'quick' or ''), reading data from data_dir."""
+    path = REPO / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(variant)
+    config.data.data_dir = str(data_dir)
+    config.train.progress_bar = False
+    return config
+
+
+def assert_killed_run_resumes_identically(tmp_path: Path, config: str) -> None:
+    """A quick run killed at step 25 (SIGKILL) and resumed from its step-20 checkpoint ends with
+    the parameters and test metrics of an uninterrupted one."""
+    overrides = ("--config.train.checkpoint_every=10",)
+    whole = run_train(tmp_path / "whole", *overrides, config=config)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killed = run_train(tmp_path / "run", *overrides, faults="kill_at_step=25", config=config)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    resumed = run_train(tmp_path / "run", *overrides, config=config)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming at step 20" in resumed.stdout
+    for key in ("params_fingerprint", "final_metrics"):
+        assert summary(tmp_path / "run")[key] == summary(tmp_path / "whole")[key]

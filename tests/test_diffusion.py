@@ -1,8 +1,6 @@
 """Diffusion: the sampler updates against the schedule's closed forms, DDIM and DDPM, EMA,
 guidance, the loss, the U-Net, and a quick run through the CLI with its sample quality."""
 
-import signal
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -15,7 +13,7 @@ from jaxdl.errors import UserInputError
 from jaxdl.models.unet import UNet
 from jaxdl.tasks import diffusion
 from jaxdl.tasks import diffusion_schedule as ds
-from tests.run_helpers import run_train, summary
+from tests.run_helpers import assert_killed_run_resumes_identically, summary
 
 QUICK = "experiments/digits_diffusion.py:quick"
 
@@ -222,13 +220,4 @@ def test_quick_run_reports_sample_quality_and_samples(tmp_path, capsys):
 # Three CLI runs (a few minutes); the engine's resume is covered for every task in the fast suite.
 @pytest.mark.slow
 def test_killed_diffusion_run_resumes_to_identical_parameters(tmp_path):
-    overrides = ("--config.train.checkpoint_every=10",)
-    whole = run_train(tmp_path / "whole", *overrides, config=QUICK)
-    assert whole.returncode == 0, whole.stderr[-2000:]
-    killed = run_train(tmp_path / "run", *overrides, faults="kill_at_step=25", config=QUICK)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    resumed = run_train(tmp_path / "run", *overrides, config=QUICK)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming at step 20" in resumed.stdout
-    for key in ("params_fingerprint", "final_metrics"):
-        assert summary(tmp_path / "run")[key] == summary(tmp_path / "whole")[key]
+    assert_killed_run_resumes_identically(tmp_path, QUICK)

@@ -1,7 +1,6 @@
 """The GAN family: both losses and R1 by hand, spectral norm, the two phases, sampling, the CLI."""
 
 import math
-import signal
 import types
 
 import jax
@@ -18,7 +17,7 @@ from jaxdl.models import gan as gan_model
 from jaxdl.models import layers
 from jaxdl.models.gan import GAN
 from jaxdl.tasks import gan as gan_task
-from tests.run_helpers import run_train, summary
+from tests.run_helpers import assert_killed_run_resumes_identically, summary
 
 QUICK = "experiments/digits_gan.py:quick"
 # XLA's CPU optimisations double the compile time of these tiny programs and save nothing on
@@ -260,15 +259,6 @@ def test_quick_run_writes_samples_and_jaxdl_sample_works(tmp_path):
 # Three CLI runs; the engine's resume is covered for every task in the fast suite.
 @pytest.mark.slow
 def test_killed_gan_run_resumes_to_identical_parameters(tmp_path):
-    overrides = ("--config.train.checkpoint_every=10",)
-    whole = run_train(tmp_path / "whole", *overrides, config=QUICK)
-    assert whole.returncode == 0, whole.stderr[-2000:]
-    killed = run_train(tmp_path / "run", *overrides, faults="kill_at_step=25", config=QUICK)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    resumed = run_train(tmp_path / "run", *overrides, config=QUICK)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming at step 20" in resumed.stdout
     # The fingerprint covers both networks (GANTask.params); the optimizer states and the
     # spectral norm's vectors come back too, or the parameters after step 25 would differ.
-    for key in ("params_fingerprint", "final_metrics"):
-        assert summary(tmp_path / "run")[key] == summary(tmp_path / "whole")[key]
+    assert_killed_run_resumes_identically(tmp_path, QUICK)

@@ -1,7 +1,6 @@
 """The generative experiments for TFDS data (MNIST, CIFAR-10, CelebA), checked by `setup` through
 tfds.testing.mock_data (no files, no network), with the classifier their sample quality uses."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from jaxdl.cli import parse_config
 from jaxdl.data import load_dataset
 from jaxdl.engine import loop
 from jaxdl.errors import UserInputError
+from tests.run_helpers import experiment_config
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3), "celeb_a": (64, 64, 3)}
@@ -23,12 +23,7 @@ NAMES = [
 
 
 def _config(name: str, variant: str, data_dir: Path):
-    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(variant)
-    config.data.data_dir = str(data_dir)
-    return config
+    return experiment_config(name, variant, data_dir)
 
 
 def test_every_family_has_its_tfds_configs():

@@ -4,7 +4,6 @@ The quick variants train end to end on mock text; the full configs are resolved 
 `setup` (state shapes, features) without training.
 """
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jaxdl.engine import loop, workdir
+from tests.run_helpers import experiment_config
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 TEXT_EXPERIMENTS = {
     "tiny_shakespeare_gpt": "bits_per_char",
     "lm1b_gpt": "bits_per_char",
@@ -23,13 +22,7 @@ TEXT_EXPERIMENTS = {
 
 
 def _config(name: str, variant: str, data_dir: Path):
-    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(variant)
-    config.data.data_dir = str(data_dir)
-    config.train.progress_bar = False
-    return config
+    return experiment_config(name, variant, data_dir)
 
 
 # The GPT configs train the model that tests/test_lm_runs.py trains through the CLI, and wmt14_t5

@@ -1,7 +1,6 @@
 """The VAE family: its loss terms by hand, the importance-weighted bound, training, the CLI."""
 
 import math
-import signal
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +13,7 @@ from jaxdl.cli import main
 from jaxdl.errors import UserInputError
 from jaxdl.models.vae import VAE
 from jaxdl.tasks import vae as vae_task
-from tests.run_helpers import run_train, summary
+from tests.run_helpers import assert_killed_run_resumes_identically, run_train, summary
 
 
 def _task(**fields) -> vae_task.VAETask:
@@ -122,13 +121,4 @@ def test_quick_run_reports_nats_per_image_and_samples(tmp_path, capsys):
 # Three CLI runs (about a minute); the engine's resume is covered for every task in the fast suite.
 @pytest.mark.slow
 def test_killed_vae_run_resumes_to_identical_parameters(tmp_path):
-    config, overrides = "experiments/digits_vae.py:quick", ("--config.train.checkpoint_every=10",)
-    whole = run_train(tmp_path / "whole", *overrides, config=config)
-    assert whole.returncode == 0, whole.stderr[-2000:]
-    killed = run_train(tmp_path / "run", *overrides, faults="kill_at_step=25", config=config)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    resumed = run_train(tmp_path / "run", *overrides, config=config)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming at step 20" in resumed.stdout
-    for key in ("params_fingerprint", "final_metrics"):
-        assert summary(tmp_path / "run")[key] == summary(tmp_path / "whole")[key]
+    assert_killed_run_resumes_identically(tmp_path, "experiments/digits_vae.py:quick")

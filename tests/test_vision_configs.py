@@ -4,7 +4,6 @@ The quick variants train end to end; the full configs are resolved and checked b
 (state shapes, augmentations, mesh) without training.
 """
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jaxdl.engine import loop, workdir
+from tests.run_helpers import experiment_config
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 TFDS_EXPERIMENTS = (
     "cifar10_resnet20",
     "cifar10_resnet18",
@@ -24,13 +23,7 @@ TFDS_EXPERIMENTS = (
 
 
 def _config(name: str, variant: str, data_dir: Path):
-    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(variant)
-    config.data.data_dir = str(data_dir)
-    config.train.progress_bar = False
-    return config
+    return experiment_config(name, variant, data_dir)
 
 
 # Compiling a ResNet or ViT step takes tens of seconds on CPU: the fast suite trains one CIFAR-10

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from jaxdl.data.spec import SPLIT_NAMES, DatasetSpec
-from jaxdl.data.tfds_sources import checked_data_dir, open_prepared
+from jaxdl.data.tfds_sources import checked_data_dir, checked_rgb_size, open_prepared
 from jaxdl.errors import UserInputError, close_matches
 
 NAME = "celeb_a"
@@ -49,13 +49,7 @@ def load_celeb_a(
 ) -> DatasetSpec:
     """celeb_a from an already prepared data_dir."""
     del validation_fraction  # CelebA has its own validation split.
-    if input_kind not in ("auto", "image"):
-        raise UserInputError(
-            f"data.input_kind={input_kind!r}: {NAME} holds RGB images; use 'auto' or 'image'."
-        )
-    size = image_size or DEFAULT_IMAGE_SIZE
-    if size < 8:
-        raise UserInputError(f"data.image_size={image_size!r}: use 0 (64) or a side >= 8.")
+    size = checked_rgb_size(NAME, input_kind, image_size, DEFAULT_IMAGE_SIZE)
     data_dir = checked_data_dir(data_dir, NAME, creates=False)
     splits = open_prepared(NAME, SPLIT_NAMES, data_dir)
     attributes = tuple(splits["test"].dataset_info.features["attributes"].keys())

@@ -19,8 +19,7 @@ import numpy as np
 from PIL import Image
 
 from jaxdl.data.spec import DatasetSpec, split_off_validation
-from jaxdl.data.tfds_sources import checked_data_dir, open_prepared
-from jaxdl.errors import UserInputError
+from jaxdl.data.tfds_sources import checked_data_dir, checked_rgb_size, open_prepared
 
 NAME = "imagenet2012"
 DEFAULT_IMAGE_SIZE = 224
@@ -50,13 +49,7 @@ def load_imagenet(
 ) -> DatasetSpec:
     """imagenet2012 from an already prepared data_dir. Its 50,000 labelled validation images
     are the test split; validation is carved from the end of train."""
-    if input_kind not in ("auto", "image"):
-        raise UserInputError(
-            f"data.input_kind={input_kind!r}: {NAME} holds RGB images; use 'auto' or 'image'."
-        )
-    size = image_size or DEFAULT_IMAGE_SIZE
-    if size < 8:
-        raise UserInputError(f"data.image_size={image_size!r}: use 0 (224) or a side >= 8.")
+    size = checked_rgb_size(NAME, input_kind, image_size, DEFAULT_IMAGE_SIZE)
     data_dir = checked_data_dir(data_dir, NAME, creates=False)
     splits = open_prepared(NAME, ("train", "validation"), data_dir)
     train, validation = split_off_validation(

@@ -75,6 +75,19 @@ def load_tfds_images(
     return _image_spec(name, splits, 255, input_kind)
 
 
+def checked_rgb_size(name: str, input_kind: str, image_size: int, default: int) -> int:
+    """The side that a dataset of RGB photos resized in the reader gives (data.image_size, 0
+    for `default`), after checking data.input_kind and the side."""
+    if input_kind not in ("auto", "image"):
+        raise UserInputError(
+            f"data.input_kind={input_kind!r}: {name} holds RGB images; use 'auto' or 'image'."
+        )
+    size = image_size or default
+    if size < 8:
+        raise UserInputError(f"data.image_size={image_size!r}: use 0 ({default}) or a side >= 8.")
+    return size
+
+
 def checked_data_dir(data_dir: str, name: str, *, creates: bool) -> str:
     """data.data_dir as an absolute path ('' stays '': TFDS's default), checked before TFDS.
 
