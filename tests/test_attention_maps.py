@@ -58,9 +58,8 @@ def test_one_weight_array_per_layer(vit_run):
         np.testing.assert_allclose(jax.device_get(layer).sum(-1), 1.0, rtol=1e-5)
 
 
-def test_model_without_attention_is_one_line_error(tmp_path, capsys):
-    run_dir = tmp_path / "cnn"
-    run_train(run_dir)  # The quick CNN.
+def test_model_without_attention_is_one_line_error(run_dir, capsys):
+    # run_dir: a copy of the session's finished quick MLP run (tests/conftest.py).
     assert cli.main(["attention", "--workdir", str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert "has no attention layers" in err and len(err.strip().splitlines()) == 1

@@ -189,6 +189,32 @@ def test_bad_task_fields_name_the_field():
         diffusion._fields(ml_collections.ConfigDict({"timesteps": 10, "sample_steps": 20}))
 
 
+def test_generate_images_with_a_real_unet_is_fixed_by_the_key_and_follows_the_label():
+    # v-prediction: a near-zero output keeps x0 inside [-1, 1] (epsilon would saturate it).
+    task = _task(timesteps=20, sample_steps=3, guidance=2.0, target="v")
+    shapes = jax.eval_shape(task.init_state, jax.random.PRNGKey(0), _image_batch(2))
+    rng = np.random.default_rng(0)
+    # Small random parameters: large ones saturate every pixel at 0 or 1, whatever the label.
+    params = jax.tree.map(lambda s: 0.05 * rng.standard_normal(s.shape, np.float32), shapes.params)
+    state = shapes.replace(ema_params=params)
+    generate = jax.jit(task.generate_images, static_argnums=(2, 4))
+    labels = jnp.array([0, 1, 0])
+    first = generate(state, jax.random.PRNGKey(1), 3, labels, 0)
+    assert first.shape == (3, 4, 4, 1) and 0.0 <= float(first.min()) <= float(first.max()) <= 1.0
+    np.testing.assert_array_equal(first, generate(state, jax.random.PRNGKey(1), 3, labels, 0))
+    assert not np.allclose(first, generate(state, jax.random.PRNGKey(2), 3, labels, 0))
+    # Another label with the same key: other images (by little, with random parameters).
+    assert not np.allclose(first, generate(state, jax.random.PRNGKey(1), 3, labels + 1, 0))
+
+
+def _image_batch(count: int) -> dict:
+    return {"input": jnp.zeros((count, 4, 4, 1)), "label": jnp.zeros(count, jnp.int32)}
+
+
+# A quick run compiles the U-Net several times (init, step, evaluation, two samplers): about
+# 90 s on 2 cores. The fast suite runs the other families through the CLI and this one's
+# sampling above.
+@pytest.mark.slow
 def test_quick_run_reports_sample_quality_and_samples(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--config", QUICK, "--workdir", str(run)]) == 0

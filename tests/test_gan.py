@@ -241,18 +241,25 @@ def test_bad_fields_name_the_field():
 
 
 def test_quick_run_writes_samples_and_jaxdl_sample_works(tmp_path):
+    # Conditional: the fast suite's one run that reports class_accuracy and monitors fd.
     run = str(tmp_path / "run")
-    assert main(["train", "--config", QUICK, "--workdir", run, *FAST_RUN]) == 0
+    conditional = "--config.model.conditional=True"
+    assert main(["train", "--config", QUICK, "--workdir", run, *FAST_RUN, conditional]) == 0
     facts = summary(tmp_path / "run")
     assert facts["final_metrics"]["test/nearest_fake_mse"] == facts["nearest_fake_mse"] > 0
+    quality = facts["sample_quality"]
+    assert quality["fd"] == facts["final_metrics"]["test/fd"] == facts["final_metrics"]["test/fd"]
+    assert 0.0 <= quality["class_accuracy"] <= 1.0 and quality["num_images"] == 64
+    assert facts["best_metrics"]["val/fd"] > 0
     assert {"test/d_loss", "test/g_loss", "test/d_real_accuracy"} <= set(facts["final_metrics"])
     grids = sorted(path.name for path in (tmp_path / "run" / "samples").iterdir())
     assert grids == ["samples_000020.png", "samples_000040.png"]
     # jaxdl sample reads the checkpoint (fixed by the key: test_sampling_is_fixed_by_the_key).
     out = tmp_path / "samples.npz"
     assert main(["sample", "--workdir", run, "--num", "5", "--seed", "1", "--out", str(out)]) == 0
-    images = np.load(out)["images"]
+    images, labels = np.load(out)["images"], np.load(out)["labels"]
     assert images.shape == (5, 8, 8, 1) and images.min() >= 0 and images.max() <= 1
+    assert list(labels) == [0, 1, 2, 3, 4]
     assert not np.allclose(images[0], images[1])
 
 

@@ -30,11 +30,9 @@ def test_every_family_has_its_tfds_configs():
     assert len(NAMES) == 9, NAMES
 
 
-# Tracing the large U-Nets takes seconds each: the fast suite checks MNIST's.
+# Tracing a U-Net takes 10 s or more: the diffusion configs are checked in make test-all.
 SETUP_CASES = [
-    pytest.param(name, marks=pytest.mark.slow)
-    if name.endswith("diffusion") and "mnist" not in name
-    else name
+    pytest.param(name, marks=pytest.mark.slow) if name.endswith("diffusion") else name
     for name in NAMES
 ]
 
