@@ -30,6 +30,7 @@ def vit_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow  # Trains a ViT (about 40 s); rollout and the refusal stay fast.
 def test_attention_png_for_a_trained_vit(vit_run, capsys):
     plan_out = vit_run / "maps.png"
     assert (
@@ -45,6 +46,7 @@ def test_attention_png_for_a_trained_vit(vit_run, capsys):
     assert plan_out.read_bytes() == before
 
 
+@pytest.mark.slow  # Trains a ViT (about 40 s); rollout and the refusal stay fast.
 def test_one_weight_array_per_layer(vit_run):
     from jaxdl.engine.evaluation import restore_checkpoint
 

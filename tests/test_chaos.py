@@ -29,6 +29,9 @@ def run_chaos(directory: Path, *args: str, timeout: int) -> tuple[subprocess.Com
     return result, lines[-1] if lines else ""
 
 
+# About a minute of CLI runs: make test-all (test_resume.py and test_crash_recovery.py keep the
+# kills at chosen moments in the fast suite).
+@pytest.mark.slow
 def test_three_kills_survived(tmp_path):
     # 120 quick steps with a checkpoint every 5 leave room for three kills before the end.
     # Seed 3 draws a late SIGKILL (mid-training), a SIGKILL inside a save two intervals ahead
