@@ -278,3 +278,40 @@ def with_default_layout(config: ml_collections.ConfigDict) -> ml_collections.Con
     for field in LAYOUT_FIELDS:
         copy.mesh[field.split(".")[1]] = defaults[field.split(".")[1]]
     return copy
+
+
+def graph_config(
+    dataset: str, task: str, readout: str, *, layer: str = "gcn", batch_size: int = 1
+) -> ml_collections.ConfigDict:
+    """The shared part of the graph experiments: a GNN over packs of `batch_size` graphs
+    (1: the whole graph each step, for one-graph datasets)."""
+    config = base_config()
+    config.task = ml_collections.ConfigDict({"name": task})
+    config.data.name = dataset
+    config.data.batch_size = batch_size
+    config.data.eval_batch_size = batch_size if batch_size == 1 else 4 * batch_size
+    # Pack budgets in nodes and edges (data/graphs.py); 0 chooses them from the data.
+    config.data.max_nodes = 0
+    config.data.max_edges = 0
+    config.model = ml_collections.ConfigDict(
+        {
+            "name": "gnn",
+            "dtype": "float32",
+            "layer": layer,  # gcn, sage, gat, gin, mpnn, or mlp (structure-blind baseline).
+            "hidden": 64,
+            "num_layers": 2,
+            "heads": 4,  # gat
+            "aggregator": "mean",  # sage: mean or max
+            "learn_eps": True,  # gin
+            "dropout": 0.0,
+            "input_dropout": 0.0,
+            "residual": False,
+            "norm": "none",
+            "jumping_knowledge": False,
+            "readout": readout,
+            "pooling": "sum",  # graph readouts: sum, mean, max or attention
+        }
+    )
+    config.optimizer.learning_rate = 1e-2
+    config.schedule.name = "constant"
+    return config

@@ -109,7 +109,7 @@ SETUP_ERRORS = {
         [
             "unknown model 'resnt'",
             "Did you mean: resnet",
-            "Registered models: bert, cnn, gan, gpt, lenet5, mlp, resnet",
+            "Registered models: bert, cnn, gan, gnn, gpt, lenet5, mlp, resnet",
         ],
     ),
     "unknown_dataset": (

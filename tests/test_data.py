@@ -121,7 +121,10 @@ def test_unknown_dataset_lists_registered_names():
         f"algorithmic/{task}" for task in ("copy", "reverse", "sort", "addition", "brackets")
     }
     sequences |= {"wmt14_translate/de-en"}
-    assert set(DATASET_NAMES) == images | sequences
+    graphs = {"karate_club", "sbm", "karate_club_links", "sbm_links", "ogbg_molpcba"} | {
+        f"graph_{name}" for name in ("cycles", "components", "triangles", "motifs")
+    }
+    assert set(DATASET_NAMES) == images | sequences | graphs
 
 
 # npz files.

@@ -255,7 +255,8 @@ def test_model_names_and_fields():
     images = ("mlp", "cnn", "lenet5", "resnet", "vit")
     sequences = ("rnn", "gpt", "bert", "seq2seq")
     generative = ("vae", "gan", "unet")
-    assert images + sequences + generative == MODEL_NAMES
+    graphs = ("gnn",)
+    assert images + sequences + generative + graphs == MODEL_NAMES
     assert "image_shape" not in model_fields("vae")  # The task sets it from the dataset.
     assert model_fields("lenet5") == ("activation", "pooling", "dtype")
     for name in MODEL_NAMES:

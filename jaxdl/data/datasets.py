@@ -8,6 +8,12 @@ from ml_collections import ConfigDict
 from jaxdl.data.arrays import in_memory
 from jaxdl.data.celeb_a import DEFAULT_ATTRIBUTE, load_celeb_a
 from jaxdl.data.celeb_a import NAME as CELEB_A
+from jaxdl.data.graph_sources import (
+    GRAPH_DATASET_NAMES,
+    check_no_subset,
+    is_graph_dataset,
+    load_graph_dataset,
+)
 from jaxdl.data.imagenet import NAME as IMAGENET
 from jaxdl.data.imagenet import load_imagenet
 from jaxdl.data.npz_source import NPZ_PREFIX, load_npz
@@ -35,7 +41,7 @@ _LOADERS: dict[str, Callable[..., DatasetSpec]] = {
 }
 # Datasets whose images come in mixed sizes and are resized to data.image_size.
 _RESIZED = (IMAGENET, CELEB_A)
-DATASET_NAMES: tuple[str, ...] = tuple(_LOADERS)
+DATASET_NAMES: tuple[str, ...] = (*_LOADERS, *GRAPH_DATASET_NAMES)
 
 
 def load_dataset(config: ConfigDict) -> DatasetSpec:
@@ -46,6 +52,9 @@ def load_dataset(config: ConfigDict) -> DatasetSpec:
     whether the splits are decoded into memory once, see arrays.py); other fields are for the
     pipeline. classes and train_examples_per_class pick a subset of it (subset.py).
     """
+    if is_graph_dataset(config.name):  # Decoded into memory at load; batches are packs.
+        check_no_subset(config)
+        return load_graph_dataset(config)
     return in_memory(apply_subset(_load_records(config), config), config.get("pipeline", "auto"))
 
 

@@ -61,6 +61,10 @@ def train_iterator(
         )
     _check_shard(shard_index, shard_count)
     train = spec.splits["train"]
+    if spec.batching is not None:
+        return spec.batching.train_iterator(
+            train, batch_size=batch_size, seed=seed, shard_count=shard_count
+        )
     if len(train) == 0:
         raise UserInputError(f"the train split of dataset {spec.name!r} is empty.")
     if isinstance(train, ExampleArrays):
@@ -148,6 +152,8 @@ def eval_batches(
     if split not in spec.splits:
         raise ValueError(f"split must be one of {tuple(spec.splits)}, got {split!r}.")
     records = spec.splits[split]
+    if spec.batching is not None:
+        return spec.batching.eval_batches(records, batch_size=batch_size, shard_count=shard_count)
     if isinstance(records, ExampleArrays):
         return array_eval_batches(records, batch_size, shard_index, shard_count)
     # No rows to read the shapes from in an all-padding batch: they are the spec's.

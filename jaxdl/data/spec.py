@@ -58,16 +58,24 @@ class DatasetSpec:
     num_classes: int
     features: Mapping[str, Feature] | None = None
     vocab_size: int = 0
+    # How examples become batches; None stacks rows. A graph dataset's is a GraphBatching
+    # (graph_pipeline.py): its batches are packs of graphs, not rows of examples.
+    batching: Any = None
 
     def __post_init__(self) -> None:
         if tuple(sorted(self.splits)) != tuple(sorted(SPLIT_NAMES)):
             raise ValueError(f"splits must be exactly {SPLIT_NAMES}, got {tuple(self.splits)}")
+        if self.features is None and self.batching is not None:
+            object.__setattr__(self, "features", self.batching.item_features())
         if self.features is None:
             object.__setattr__(self, "features", classification_features(self.input_shape))
 
 
 def example_batch(spec: DatasetSpec, rows: int) -> dict[str, np.ndarray]:
-    """Zeros of `rows` examples with every declared key, shape and dtype."""
+    """Zeros of `rows` examples with every declared key, shape and dtype (for a dataset with
+    its own batching, its all-padding batch of `rows` examples)."""
+    if spec.batching is not None:
+        return spec.batching.example_batch(rows)
     return {
         key: np.zeros((rows, *feature.shape), feature.dtype)
         for key, feature in spec.features.items()

@@ -52,8 +52,8 @@ class Setup:
     def steps_per_transfer(self) -> int:
         """Train batches moved to the devices in one transfer (see engine/feed.py)."""
         local_batch = self.config.data.batch_size // jax.process_count()
-        one_example = sum(value.nbytes for value in self.example_batch().values())
-        return feed_lib.steps_per_transfer(local_batch * one_example)
+        batch = data.example_batch(self.dataset, local_batch)
+        return feed_lib.steps_per_transfer(sum(value.nbytes for value in batch.values()))
 
 
 def _example_batch(dataset: data.DatasetSpec) -> dict[str, np.ndarray]:
@@ -111,10 +111,12 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
     augmentations = data.build_augmentations(config.data, dataset.input_shape, dataset.num_classes)
     task = build_task(config, dataset, batch_axis_name=_batch_axis_name(config))
     mesh = sharding.make_mesh(config_lib.mesh_axis_sizes(config), config.mesh.num_devices)
-    sharding.check_batch_divisible(config.data.batch_size, mesh, "data.batch_size")
-    sharding.check_batch_divisible(config.data.eval_batch_size, mesh, "data.eval_batch_size")
+    if dataset.batching is None:  # Packs of graphs are sized to divide by the devices.
+        sharding.check_batch_divisible(config.data.batch_size, mesh, "data.batch_size")
+        sharding.check_batch_divisible(config.data.eval_batch_size, mesh, "data.eval_batch_size")
     _check_processes(config)
     _check_step_split(config, mesh, task)
+    _check_packs_whole(config, dataset)
 
     example = _example_batch(dataset)
     boxed = jax.eval_shape(task.init_state, jax.random.PRNGKey(0), example)
@@ -124,7 +126,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
         lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
     )
     eval_shapes = jax.eval_shape(
-        task.eval_step, shapes, {**example, "mask": np.ones(1, np.float32)}
+        task.eval_step, shapes, {"mask": np.ones(1, np.float32), **example}
     )
     quality_names = sample_quality.metric_names(config, task)
     if quality_names:
@@ -152,6 +154,22 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
         eval_metric_names,
         train_metric_shapes,
     )
+
+
+def _check_packs_whole(config: ml_collections.ConfigDict, dataset: data.DatasetSpec) -> None:
+    """A dataset with its own batching (graph packs) has no row axis to split a batch along."""
+    if dataset.batching is None:
+        return
+    for field, used in (
+        ("train.grad_accum_steps", config.train.grad_accum_steps > 1),
+        ("mesh.mode", config.mesh.mode == "shard_map"),
+    ):
+        if used:
+            raise UserInputError(
+                f"config.{field}: dataset {config.data.name!r} is batched as packs of graphs, "
+                "which are not split into micro-batches or per-device rows; use "
+                "train.grad_accum_steps=1 and mesh.mode=jit (the pack still spans the devices)."
+            )
 
 
 def _check_processes(config: ml_collections.ConfigDict) -> None:

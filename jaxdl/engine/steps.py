@@ -232,7 +232,11 @@ def make_eval_fn(plan: Setup) -> Callable[[Any, str], dict[str, float]]:
         for batch in batches:
             out = eval_step(state, sharding.put_batch(batch, plan.batch_sharding))
             sums = out if sums is None else jax.tree.map(np.add, sums, out)
-        sums = {name: float(value) for name, value in jax.device_get(sums).items()}
+        # Scalars, or arrays a task reduces itself (e.g. score histograms for average precision).
+        sums = {
+            name: float(value) if np.ndim(value) == 0 else np.asarray(value)
+            for name, value in jax.device_get(sums).items()
+        }
         return plan.task.finalize_eval(sums)
 
     return evaluate

@@ -12,6 +12,7 @@ from jaxdl.errors import UserInputError, close_matches, unknown_name_error
 from jaxdl.models.bert import Bert
 from jaxdl.models.cnn import CNN, LeNet5
 from jaxdl.models.gan import GAN
+from jaxdl.models.gnn import GNN
 from jaxdl.models.gpt import DecoderLM
 from jaxdl.models.layers import resolve_dtype
 from jaxdl.models.mlp import MLP
@@ -36,6 +37,7 @@ _FAMILIES: Mapping[str, type[nn.Module]] = MappingProxyType(
         "vae": VAE,
         "gan": GAN,
         "unet": UNet,
+        "gnn": GNN,
     }
 )
 
@@ -55,6 +57,7 @@ _NOT_CONFIGURABLE = (
 __all__ = [
     "CNN",
     "GAN",
+    "GNN",
     "MLP",
     "MODEL_NAMES",
     "RNN",

@@ -9,7 +9,13 @@ from jaxdl.tasks.base import Task
 from jaxdl.tasks.classification import ClassificationTask
 from jaxdl.tasks.diffusion import DiffusionTask
 from jaxdl.tasks.gan import GANTask
+from jaxdl.tasks.graph import (
+    GraphClassificationTask,
+    GraphRegressionTask,
+    NodeClassificationTask,
+)
 from jaxdl.tasks.language_model import LanguageModelTask
+from jaxdl.tasks.link_prediction import LinkPredictionTask
 from jaxdl.tasks.masked_lm import MaskedLMTask
 from jaxdl.tasks.seq2seq import Seq2SeqTask
 from jaxdl.tasks.vae import VAETask
@@ -22,6 +28,10 @@ TASKS = {
     "vae": VAETask,
     "gan": GANTask,
     "diffusion": DiffusionTask,
+    "node_classification": NodeClassificationTask,
+    "graph_classification": GraphClassificationTask,
+    "graph_regression": GraphRegressionTask,
+    "link_prediction": LinkPredictionTask,
 }
 TASK_NAMES = tuple(TASKS)
 
