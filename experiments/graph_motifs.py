@@ -9,7 +9,7 @@ run is the structure-blind baseline. Default layer: GIN (sum aggregation, learna
 readouts of every layer summed per graph). Packs of 32 graphs per step.
 """
 
-from jaxdl.config import check_variant, graph_config, make_quick
+from jaxdl.config import check_variant, graph_config, make_quick, structure_recipe
 
 
 def get_config(variant: str = ""):
@@ -17,18 +17,7 @@ def get_config(variant: str = ""):
     config = graph_config(
         "graph_motifs", "graph_classification", "graph", layer="gin", batch_size=32
     )
-    config.model.hidden = 64
-    config.model.num_layers = 3
-    config.model.jumping_knowledge = True
-    config.model.norm = "batch"  # Over the pack's real nodes; sums of raw states train slowly.
-    config.model.pooling = "sum"
-    config.optimizer.learning_rate = 1e-2
-    config.schedule.name = "warmup_cosine"
-    config.schedule.warmup_steps = 100
-    config.train.num_steps = 3000
-    config.train.log_every = 100
-    config.train.eval_every = 250
-    config.train.checkpoint_every = 1000
+    structure_recipe(config, num_layers=3, norm="batch", num_steps=3000)
     if variant == "quick":
         make_quick(config)
     return config

@@ -7,7 +7,7 @@ The graphs of graph_triangles, with the exact triangle count as the target (mean
 error; `mae` is monitored and reported). Constant node features, as in graph_triangles.
 """
 
-from jaxdl.config import check_variant, graph_config, make_quick
+from jaxdl.config import check_variant, graph_config, make_quick, structure_recipe
 
 
 def get_config(variant: str = ""):
@@ -15,17 +15,7 @@ def get_config(variant: str = ""):
     config = graph_config(
         "graph_triangles", "graph_regression", "graph", layer="gin", batch_size=32
     )
-    config.model.hidden = 64
-    config.model.num_layers = 3
-    config.model.jumping_knowledge = True
-    config.model.norm = "batch"  # Over the pack's real nodes; sums of raw states train slowly.
-    config.optimizer.learning_rate = 1e-2
-    config.schedule.name = "warmup_cosine"
-    config.schedule.warmup_steps = 100
-    config.train.num_steps = 3000
-    config.train.log_every = 100
-    config.train.eval_every = 250
-    config.train.checkpoint_every = 1000
+    structure_recipe(config, num_layers=3, norm="batch", num_steps=3000)
     config.train.monitor = "mae"
     config.train.monitor_mode = "min"
     if variant == "quick":

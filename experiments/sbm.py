@@ -9,7 +9,7 @@ means, so a feature-only MLP (`model.layer=mlp`) does well short of a GNN that a
 neighbours. Labels: 10% of the nodes train, 10% validate, 80% test.
 """
 
-from jaxdl.config import check_variant, graph_config, make_quick
+from jaxdl.config import check_variant, full_graph_schedule, graph_config, make_quick
 
 
 def get_config(variant: str = ""):
@@ -20,10 +20,7 @@ def get_config(variant: str = ""):
     config.model.dropout = 0.5
     config.optimizer.learning_rate = 1e-2
     config.optimizer.weight_decay = 5e-4
-    config.train.num_steps = 200
-    config.train.log_every = 20
-    config.train.eval_every = 20
-    config.train.checkpoint_every = 100
+    full_graph_schedule(config, num_steps=100)
     if variant == "quick":
         make_quick(config)
     return config

@@ -8,7 +8,7 @@ from the remaining edges and scores a pair by the dot product of its embeddings.
 gets `task.negatives` random negatives (a corrupted endpoint). Monitored: validation AUC.
 """
 
-from jaxdl.config import check_variant, graph_config, make_quick
+from jaxdl.config import check_variant, full_graph_schedule, graph_config, make_quick
 
 
 def get_config(variant: str = ""):
@@ -19,10 +19,7 @@ def get_config(variant: str = ""):
     config.model.hidden = 64
     config.model.num_layers = 2
     config.optimizer.learning_rate = 1e-2
-    config.train.num_steps = 300
-    config.train.log_every = 20
-    config.train.eval_every = 20
-    config.train.checkpoint_every = 100
+    full_graph_schedule(config, num_steps=300)
     config.train.monitor = "auc"
     if variant == "quick":
         make_quick(config)

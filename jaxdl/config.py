@@ -315,3 +315,29 @@ def graph_config(
     config.optimizer.learning_rate = 1e-2
     config.schedule.name = "constant"
     return config
+
+
+def structure_recipe(
+    config: ml_collections.ConfigDict, *, num_layers: int, norm: str, num_steps: int
+) -> ml_collections.ConfigDict:
+    """The synthetic graph sets' recipe: GIN-style readouts of every layer, summed per graph."""
+    config.model.hidden = 64
+    config.model.num_layers = num_layers
+    config.model.jumping_knowledge = True
+    config.model.norm = norm
+    config.model.pooling = "sum"
+    config.schedule.name = "warmup_cosine"
+    config.schedule.warmup_steps = 100
+    config.train.num_steps = num_steps
+    config.train.log_every = 100
+    config.train.eval_every = 250
+    config.train.checkpoint_every = 1000
+    return config
+
+
+def full_graph_schedule(config: ml_collections.ConfigDict, num_steps: int) -> None:
+    """One-graph datasets: every step is the whole graph, so evaluate often."""
+    config.train.num_steps = num_steps
+    config.train.log_every = 20
+    config.train.eval_every = 20
+    config.train.checkpoint_every = 100

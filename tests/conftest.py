@@ -55,6 +55,14 @@ def run_dir(finished_run, tmp_path):
     return target
 
 
+# jaxdl's graph builders: prepared into one data_dir by whichever test needs each first.
+
+
+@pytest.fixture(scope="session")
+def graph_data_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("graph_data"))
+
+
 # Digits: a real TFDS builder prepared into a temporary data_dir once for the session.
 
 

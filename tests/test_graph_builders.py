@@ -39,8 +39,8 @@ def prepare(builder_class: type, data_dir: pathlib.Path, config: str | None = No
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> pathlib.Path:
-    return tmp_path_factory.mktemp("graph_data")
+def data_dir(graph_data_dir) -> pathlib.Path:
+    return pathlib.Path(graph_data_dir)  # Shared with the graph runs: prepared once.
 
 
 @pytest.fixture(scope="module")

@@ -103,6 +103,9 @@ class GraphTask(Task):
         (_, (metrics, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params
         )
+        # How full the packs run: graphs per step and the share of the node budget used.
+        metrics["pack_graphs"] = jnp.sum(batch["graph_mask"])
+        metrics["pack_node_fill"] = jnp.mean(batch["node_mask"])
         return grads, metrics, state.replace(model_state=dict(new_model_state))
 
     def apply_grads(
