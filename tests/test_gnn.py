@@ -232,6 +232,30 @@ def test_batch_norm_statistics_come_from_real_nodes_only(twins):
     np.testing.assert_allclose(alone[0], together[0], **TOL)
 
 
+def test_batch_norm_of_a_state_that_is_the_same_on_every_node_stays_stable(twins):
+    """Constant node features through layers blind to the graph: training normalises exact
+    zeros, and evaluation, with running statistics a few bits off, must not blow that up."""
+    model = GNN(NUM_CLASSES, layer="mlp", readout="graph", norm="batch", **SMALL)
+    batch = pack(twins["graphs"], *BUDGET)
+    batch["nodes"] = np.where(batch["node_mask"][:, None] > 0, 2.0, 0.0).astype(np.float32)
+    variables = _variables(model, batch)
+    stats = {
+        layer: {"mean": np.zeros_like(v["mean"]), "var": np.ones_like(v["var"])}
+        for layer, v in variables["batch_stats"].items()
+    }
+    step = jax.jit(
+        lambda stats: model.apply(
+            {**variables, "batch_stats": stats}, batch, train=True, mutable=["batch_stats"]
+        )
+    )
+    for _ in range(300):  # The running statistics settle on this batch's, up to rounding.
+        train_out, updates = step(stats)
+        stats = updates["batch_stats"]
+    eval_out = model.apply({**variables, "batch_stats": stats}, batch)
+    real = len(twins["graphs"])
+    np.testing.assert_allclose(np.asarray(eval_out)[:real], np.asarray(train_out)[:real], atol=1e-2)
+
+
 def test_gat_attention_sums_to_one_over_incoming_edges_and_self_loop(twins):
     batch = pack(twins["graphs"], *BUDGET)
     model = GNN(NUM_CLASSES, layer="gat", **SMALL)

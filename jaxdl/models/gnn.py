@@ -376,7 +376,17 @@ class GNN(nn.Module):
             if self.norm == "layer":
                 new = nn.LayerNorm(dtype=self.dtype, name=f"{name}_norm")(new)
             elif self.norm == "batch":  # Statistics over the real rows of the pack only.
-                norm = nn.BatchNorm(momentum=0.9, dtype=self.dtype, name=f"{name}_norm")
+                # A large epsilon: where a state is the same on every node (constant input
+                # features through a layer that cannot see the graph), the batch variance is 0
+                # and training sees exact zeros; with epsilon 1e-5 the running statistics' last
+                # bits of error were then multiplied ~300x per layer at evaluation.
+                norm = nn.BatchNorm(
+                    momentum=0.9,
+                    epsilon=1e-2,
+                    use_fast_variance=False,
+                    dtype=self.dtype,
+                    name=f"{name}_norm",
+                )
                 new = norm(new, use_running_average=not train, mask=mask[:, None] > 0)
             new = layers.Dropout(self.dropout)(nn.relu(new), deterministic=not train)
             if self.residual and new.shape == old.shape:
