@@ -66,8 +66,14 @@ def cmd_sample(args: argparse.Namespace, rest: list[str]) -> int:
     if rest:
         raise UserInputError(f"jaxdl sample takes no config overrides; got {' '.join(rest)}.")
     quiet_logs()
-    if task_generates_images(load_config(Path(args.workdir)).task.name):
+    task = load_config(Path(args.workdir)).task.name
+    if task_generates_images(task):
         return _sample_images(args)
+    if task != "language_model":
+        raise UserInputError(
+            f"{args.workdir} is a {task!r} run; jaxdl sample draws from language_model runs "
+            "(text) and vae, gan and diffusion runs (images). Use jaxdl eval for its metrics."
+        )
     for flag, value in (("--out", args.out), ("--class", args.label), ("--steps", args.steps)):
         if value is not None:
             raise UserInputError(

@@ -75,12 +75,15 @@ def test_each_graph_task_trains_from_its_experiment(
     assert all(value == value for value in facts["final_metrics"].values())  # No NaN.
 
 
-def test_link_prediction_learns_on_karate(graph_data, tmp_path):
+def test_link_prediction_learns_on_karate(graph_data, tmp_path, capsys):
     assert train(tmp_path / "run", "karate_club_links", graph_data) == 0
     metrics = summary(tmp_path / "run")["final_metrics"]
     assert set(metrics) == {"test/accuracy", "test/auc", "test/loss"}
     # 40 steps of the quick variant: the held-out edges already outrank random pairs.
     assert metrics["test/auc"] > 0.7
+    # Nothing to sample from a graph run: one clear line, exit 2.
+    assert main(["sample", "--workdir", str(tmp_path / "run"), "--out", "x.png"]) == 2
+    assert "'link_prediction' run; jaxdl sample draws from" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
