@@ -325,6 +325,9 @@ def _digits_config(**mesh_fields) -> ml_collections.ConfigDict:
     return config
 
 
+# `make test-all`: the fast suite's killed-run resume (test_resume.py) covers the augmentation
+# keys with shift and flip on; this one adds every other augmentation and mesh layouts.
+@pytest.mark.slow
 def test_a_stopped_run_with_every_augmentation_resumes_to_identical_parameters(tmp_path):
     config = _digits_config()
     straight = tmp_path / "straight"

@@ -157,8 +157,16 @@ def _decode(
     sources: Mapping[str, Any], convert: Callable[[Mapping[str, Any]], dict[str, np.ndarray]]
 ) -> dict[str, list[dict[str, np.ndarray]]]:
     return {
-        split: [convert(source[i]) for i in range(len(source))] for split, source in sources.items()
+        split: [convert(record) for record in _read_all(source)]
+        for split, source in sources.items()
     }
+
+
+def _read_all(source: Any) -> list[Any]:
+    """Every record of a TFDS data source, in one batched read where it offers one."""
+    indices = list(range(len(source)))
+    read_many = getattr(source, "__getitems__", None)
+    return list(read_many(indices)) if read_many is not None else [source[i] for i in indices]
 
 
 def _graph(record: Mapping[str, Any]) -> dict[str, np.ndarray]:
