@@ -7,7 +7,7 @@ from jaxdl.data.arrays import PIPELINES
 from jaxdl.data.augment import AUGMENTATIONS, augment_batch, build_augmentations
 from jaxdl.data.datasets import DATASET_NAMES, load_dataset
 from jaxdl.data.pipeline import eval_batches, train_iterator
-from jaxdl.data.spec import DatasetSpec, Feature, example_batch
+from jaxdl.data.spec import DatasetSpec, Feature, batch_nbytes, example_batch
 
 __all__ = [
     "AUGMENTATIONS",
@@ -16,6 +16,7 @@ __all__ = [
     "DatasetSpec",
     "Feature",
     "augment_batch",
+    "batch_nbytes",
     "build_augmentations",
     "eval_batches",
     "example_batch",

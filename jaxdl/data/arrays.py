@@ -16,7 +16,7 @@ import grain
 import numpy as np
 
 from jaxdl.data.order import local_batch_positions, restored_batch
-from jaxdl.data.spec import DatasetSpec, RecordSource
+from jaxdl.data.spec import DatasetSpec, RecordSource, batch_nbytes
 from jaxdl.errors import UserInputError
 
 PIPELINES = ("auto", "memory", "stream")
@@ -59,11 +59,7 @@ def stack(examples: list[Batch]) -> Batch:
 
 def decoded_bytes(spec: DatasetSpec) -> int:
     """Roughly what the decoded splits take, from the declared features."""
-    per_example = sum(
-        math.prod(feature.shape) * np.dtype(feature.dtype).itemsize
-        for feature in spec.features.values()
-    )
-    return per_example * sum(len(split) for split in spec.splits.values())
+    return batch_nbytes(spec, sum(len(split) for split in spec.splits.values()))
 
 
 def in_memory(spec: DatasetSpec, pipeline: str) -> DatasetSpec:

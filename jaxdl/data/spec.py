@@ -82,6 +82,17 @@ def example_batch(spec: DatasetSpec, rows: int) -> dict[str, np.ndarray]:
     }
 
 
+def batch_nbytes(spec: DatasetSpec, rows: int) -> int:
+    """Bytes of one batch of `rows` examples, from the declaration (no arrays are made, except
+    a dataset with its own batching builds its all-padding batch)."""
+    if spec.batching is not None:
+        return sum(value.nbytes for value in spec.batching.example_batch(rows).values())
+    return rows * sum(
+        math.prod(feature.shape) * np.dtype(feature.dtype).itemsize
+        for feature in spec.features.values()
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class ScaleToFloat:
     """Raw record {input_key: numeric array, 'label': int} -> {'input': float32, 'label': int32}."""

@@ -52,8 +52,7 @@ class Setup:
     def steps_per_transfer(self) -> int:
         """Train batches moved to the devices in one transfer (see engine/feed.py)."""
         local_batch = self.config.data.batch_size // jax.process_count()
-        batch = data.example_batch(self.dataset, local_batch)
-        return feed_lib.steps_per_transfer(sum(value.nbytes for value in batch.values()))
+        return feed_lib.steps_per_transfer(data.batch_nbytes(self.dataset, local_batch))
 
 
 def _example_batch(dataset: data.DatasetSpec) -> dict[str, np.ndarray]:
