@@ -82,16 +82,7 @@ class ClassificationTask(Task):
             train=False,
             **model_kwargs(batch),
         )
-        params = variables.pop("params")
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            opt_state=self.tx.init(params),
-            model_state=dict(variables),
-            rng=state_rng,
-            apply_fn=self.model.apply,
-            tx=self.tx,
-        )
+        return TrainState.from_variables(variables, state_rng, self.model.apply, self.tx)
 
     def _loss(self, logits: jax.Array, targets: jax.Array, smoothing: float) -> jax.Array:
         """Cross-entropy against class distributions `targets` (B, num_classes), smoothed."""

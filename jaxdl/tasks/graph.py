@@ -31,6 +31,7 @@ from jaxdl.models import build_model
 from jaxdl.tasks.base import Batch, Metrics, Task
 from jaxdl.tasks.state import TrainState, apply_grads_with_metrics
 
+_EVAL_KEY_SALT = 0x11A7
 # Average precision from score histograms: a sum over eval batches, like every other metric.
 # Bins are uniform in logit space, so ranking stays fine where rare positives compete.
 AP_BINS = 2000
@@ -68,22 +69,32 @@ class GraphTask(Task):
     def init_state(self, rng: jax.Array, batch: Batch) -> TrainState:
         init_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
         variables = self.model.init({"params": init_rng, "dropout": dropout_rng}, batch)
-        params = variables.pop("params")
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            opt_state=self.tx.init(params),
-            model_state=dict(variables),
-            rng=state_rng,
-            apply_fn=self.model.apply,
-            tx=self.tx,
-        )
+        return TrainState.from_variables(variables, state_rng, self.model.apply, self.tx)
+
+    def sums(self, outputs: jax.Array, batch: Batch, key: jax.Array) -> Metrics:
+        """Sums over one pack's real, labelled items, with 'loss' and 'count'; `key` for tasks
+        that draw (link prediction's negatives)."""
+        raise NotImplementedError
+
+    def eval_extras(self, outputs: jax.Array, batch: Batch) -> Metrics:
+        """Sums that only evaluation reports (e.g. average precision's histograms)."""
+        del outputs, batch
+        return {}
 
     def objective(
         self, outputs: jax.Array, batch: Batch, key: jax.Array
     ) -> tuple[jax.Array, Metrics]:
-        """(mean loss, metrics as means) of one pack; `key` for tasks that draw (negatives)."""
-        raise NotImplementedError
+        """(mean loss, every sum as a mean over `count`) of one pack."""
+        sums = self.sums(outputs, batch, key)
+        count = jnp.maximum(sums["count"], 1.0)
+        means = {name: value / count for name, value in sums.items() if name != "count"}
+        return means["loss"], means
+
+    def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
+        # A fixed key: every evaluation draws the same (link prediction's negatives).
+        key = jax.random.fold_in(state.rng, _EVAL_KEY_SALT)
+        outputs = self.predict(state, batch)
+        return {**self.sums(outputs, batch, key), **self.eval_extras(outputs, batch)}
 
     def compute_grads(
         self, state: TrainState, batch: Batch, micro_batch: jax.Array | None = None
@@ -124,19 +135,8 @@ class NodeClassificationTask(GraphTask):
     readout = "node"
     needs = ("node_label", "label_mask")
 
-    def objective(self, outputs: jax.Array, batch: Batch, key: jax.Array) -> tuple:
+    def sums(self, logits: jax.Array, batch: Batch, key: jax.Array) -> Metrics:
         del key
-        sums = self._sums(outputs, batch)
-        count = jnp.maximum(sums["count"], 1.0)
-        return sums["loss"] / count, {
-            "loss": sums["loss"] / count,
-            "accuracy": sums["accuracy"] / count,
-        }
-
-    def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
-        return self._sums(self.predict(state, batch), batch)
-
-    def _sums(self, logits: jax.Array, batch: Batch) -> Metrics:
         weights = batch["label_mask"] * batch["node_mask"]
         labels = batch["node_label"]
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -165,17 +165,8 @@ class GraphClassificationTask(GraphTask):
         task.multi_label = len(dataset.features["label"].shape) == 1
         return task
 
-    def objective(self, outputs: jax.Array, batch: Batch, key: jax.Array) -> tuple:
+    def sums(self, logits: jax.Array, batch: Batch, key: jax.Array) -> Metrics:
         del key
-        sums = self._sums(outputs, batch, histograms=False)
-        count = jnp.maximum(sums["count"], 1.0)
-        metrics = {name: value / count for name, value in sums.items() if name != "count"}
-        return metrics["loss"], metrics
-
-    def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
-        return self._sums(self.predict(state, batch), batch, histograms=True)
-
-    def _sums(self, logits: jax.Array, batch: Batch, *, histograms: bool) -> Metrics:
         weights = batch["graph_mask"]
         if not self.multi_label:
             labels = batch["label"]
@@ -186,16 +177,19 @@ class GraphClassificationTask(GraphTask):
                 "accuracy": jnp.sum(correct * weights),
                 "count": jnp.sum(weights),
             }
-        label_weights = batch["label_mask"] * weights[:, None]
+        label_weights = _label_weights(batch)
         losses = optax.sigmoid_binary_cross_entropy(logits, batch["label"])
         # Loss per graph: the mean over its labelled tasks, so `count` stays graphs.
         per_graph = jnp.sum(losses * label_weights, -1) / jnp.maximum(
             jnp.sum(label_weights, -1), 1.0
         )
-        sums = {"loss": jnp.sum(per_graph), "count": jnp.sum(weights)}
-        if histograms:
-            sums["average_precision"] = score_histograms(logits, batch["label"], label_weights)
-        return sums
+        return {"loss": jnp.sum(per_graph), "count": jnp.sum(weights)}
+
+    def eval_extras(self, logits: jax.Array, batch: Batch) -> Metrics:
+        if not self.multi_label:
+            return {}
+        histograms = score_histograms(logits, batch["label"], _label_weights(batch))
+        return {"average_precision": histograms}
 
     def finalize_eval(self, sums: dict[str, Any]) -> dict[str, float]:
         histograms = sums.pop("average_precision", None)
@@ -215,25 +209,28 @@ class GraphRegressionTask(GraphTask):
     def outputs(cls, config: ml_collections.ConfigDict, dataset: Any) -> int:
         return math.prod(dataset.features["target"].shape)
 
-    def objective(self, outputs: jax.Array, batch: Batch, key: jax.Array) -> tuple:
+    def sums(self, outputs: jax.Array, batch: Batch, key: jax.Array) -> Metrics:
         del key
-        sums = self._sums(outputs, batch)
-        count = jnp.maximum(sums["count"], 1.0)
-        return sums["mse"] / count, {"loss": sums["mse"] / count, "mae": sums["mae"] / count}
-
-    def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
-        sums = self._sums(self.predict(state, batch), batch)
-        return {**sums, "loss": sums["mse"]}
-
-    def _sums(self, outputs: jax.Array, batch: Batch) -> Metrics:
-        target = batch["target"].reshape(outputs.shape)
-        weights = batch["graph_mask"][:, None]
-        error = outputs - target
+        error, weights = _errors(outputs, batch)
         return {
-            "mse": jnp.sum(jnp.square(error) * weights),
+            "loss": jnp.sum(jnp.square(error) * weights),
             "mae": jnp.sum(jnp.abs(error) * weights),
             "count": jnp.sum(weights) * outputs.shape[-1],
         }
+
+    def eval_extras(self, outputs: jax.Array, batch: Batch) -> Metrics:
+        error, weights = _errors(outputs, batch)  # The loss again, under its own name.
+        return {"mse": jnp.sum(jnp.square(error) * weights)}
+
+
+def _errors(outputs: jax.Array, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    """Prediction minus target (G, K), and which rows are real graphs (G, 1)."""
+    return outputs - batch["target"].reshape(outputs.shape), batch["graph_mask"][:, None]
+
+
+def _label_weights(batch: Batch) -> jax.Array:
+    """(G, T): 1 where a real graph has label t (multi-label graph classification)."""
+    return batch["label_mask"] * batch["graph_mask"][:, None]
 
 
 def score_histograms(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:

@@ -83,16 +83,7 @@ class LanguageModelTask(Task):
         variables = self.model.init(
             {"params": init_rng, "dropout": dropout_rng}, batch["input"], train=False
         )
-        params = variables.pop("params")
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            opt_state=self.tx.init(params),
-            model_state=dict(variables),
-            rng=state_rng,
-            apply_fn=self.model.apply,
-            tx=self.tx,
-        )
+        return TrainState.from_variables(variables, state_rng, self.model.apply, self.tx)
 
     def compute_grads(
         self, state: TrainState, batch: Batch, micro_batch: jax.Array | None = None

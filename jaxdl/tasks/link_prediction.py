@@ -21,9 +21,6 @@ import optax
 from jaxdl.errors import UserInputError
 from jaxdl.tasks.base import Batch, Metrics
 from jaxdl.tasks.graph import GraphTask
-from jaxdl.tasks.state import TrainState
-
-_EVAL_NEGATIVES_SALT = 0x11A7
 
 
 class LinkPredictionTask(GraphTask):
@@ -54,17 +51,7 @@ class LinkPredictionTask(GraphTask):
             raise UserInputError(f"task.embedding_dim={size!r} must be a positive integer.")
         return size
 
-    def objective(self, outputs: jax.Array, batch: Batch, key: jax.Array) -> tuple:
-        sums = self._sums(outputs, batch, key)
-        count = jnp.maximum(sums["count"], 1.0)
-        metrics = {name: value / count for name, value in sums.items() if name != "count"}
-        return metrics["loss"], metrics
-
-    def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
-        key = jax.random.fold_in(state.rng, _EVAL_NEGATIVES_SALT)
-        return self._sums(self.predict(state, batch), batch, key)
-
-    def _sums(self, embeddings: jax.Array, batch: Batch, key: jax.Array) -> Metrics:
+    def sums(self, embeddings: jax.Array, batch: Batch, key: jax.Array) -> Metrics:
         senders, receivers = batch["link_senders"], batch["link_receivers"]
         weights = batch["link_mask"]
         negatives = corrupted_receivers(batch, senders, self.negatives, key)

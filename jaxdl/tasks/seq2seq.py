@@ -142,16 +142,7 @@ class Seq2SeqTask(Task):
             source_lengths=inputs["source_lengths"],
             train=False,
         )
-        params = variables.pop("params")
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            opt_state=self.tx.init(params),
-            model_state=dict(variables),
-            rng=state_rng,
-            apply_fn=self.model.apply,
-            tx=self.tx,
-        )
+        return TrainState.from_variables(variables, state_rng, self.model.apply, self.tx)
 
     def _token_loss(self, logits: jax.Array, targets: jax.Array, smoothing: float) -> jax.Array:
         """(B, T) cross-entropy per position."""

@@ -4,6 +4,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import struct
 
@@ -22,6 +23,24 @@ class TrainState(struct.PyTreeNode):
     rng: jax.Array
     apply_fn: Callable = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+    @classmethod
+    def from_variables(
+        cls, variables: Any, rng: jax.Array, apply_fn: Callable, tx: optax.GradientTransformation
+    ) -> "TrainState":
+        """Step 0 from a model's `init` variables: their params, a fresh optimizer state, and the
+        other collections (e.g. batch statistics) as `model_state`."""
+        model_state = dict(variables)
+        params = model_state.pop("params")
+        return cls(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            model_state=model_state,
+            rng=rng,
+            apply_fn=apply_fn,
+            tx=tx,
+        )
 
     def step_rng(self) -> jax.Array:
         return jax.random.fold_in(self.rng, self.step)

@@ -93,15 +93,7 @@ class VAETask(Task):
         x = batch["input"]
         noise = jnp.zeros((x.shape[0], self.model.latent_dim), jnp.float32)
         params = self.model.init(init_rng, x, noise, self._labels(batch))["params"]
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            opt_state=self.tx.init(params),
-            model_state={},
-            rng=state_rng,
-            apply_fn=self.model.apply,
-            tx=self.tx,
-        )
+        return TrainState.from_variables({"params": params}, state_rng, self.model.apply, self.tx)
 
     def log_likelihood(self, params: Any, x: jax.Array, output: jax.Array) -> jax.Array:
         """log p(x | z) per example from the decoder's output for z."""
