@@ -1,4 +1,5 @@
-"""`jaxdl` commands that read a saved run: `eval`, `attention`, `sample`, `export-hf`.
+"""`jaxdl` commands that read a saved run: `eval`, `attention`, `sample`, `export-hf`,
+`quantize`, `export`.
 
 Each writes nothing into the run it reads; bad input raises UserInputError, which the CLI
 (cli.py) turns into one line and exit code 2.
@@ -22,12 +23,17 @@ def quiet_logs() -> None:
 
 
 def cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
+    from jaxdl.compression import inference
     from jaxdl.engine import evaluation
 
     if rest:
         raise UserInputError(f"jaxdl eval takes no config overrides; got {' '.join(rest)}.")
     quiet_logs()
-    metrics = evaluation.evaluate_workdir(Path(args.workdir), args.checkpoint, args.split)
+    if inference.is_quantized_run(Path(args.workdir)):
+        model = inference.load(Path(args.workdir))
+        metrics = {"step": model.step, "split": args.split, **model.evaluate(args.split)}
+    else:
+        metrics = evaluation.evaluate_workdir(Path(args.workdir), args.checkpoint, args.split)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -54,6 +60,38 @@ def cmd_export_hf(args: argparse.Namespace, rest: list[str]) -> int:
     step = export_hf(Path(args.workdir), Path(args.out), args.checkpoint)
     print(
         f"wrote step {step} of {args.workdir} to {args.out}: config.json, model.safetensors, tokenizer"
+    )
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace, rest: list[str]) -> int:
+    from jaxdl.compression import report
+    from jaxdl.compression.quantize_run import quantize_run
+    from jaxdl.models.quantized import QuantSpec
+
+    if rest:
+        raise UserInputError(f"jaxdl quantize takes no config overrides; got {' '.join(rest)}.")
+    spec = QuantSpec(args.scheme, args.mode)  # Checked before anything is read.
+    quiet_logs()
+    summary = quantize_run(
+        Path(args.workdir), Path(args.out), spec, args.calibration_batches, args.checkpoint
+    )
+    print(report.table(summary["compression"]))
+    print(f"wrote {args.out}: summary.json, params.npz, quantization.json, compression.png")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, rest: list[str]) -> int:
+    from jaxdl.export import export_run
+
+    if rest:
+        raise UserInputError(f"jaxdl export takes no config overrides; got {' '.join(rest)}.")
+    quiet_logs()
+    facts = export_run(Path(args.workdir), Path(args.out), args.checkpoint)
+    print(
+        f"wrote {args.out} ({facts['bytes']:,} bytes): {facts['model']} model of step "
+        f"{facts['step']}, inputs {', '.join(facts['inputs'])}, for {', '.join(facts['platforms'])}; "
+        "run it with jaxdl.export.load(path)(inputs)"
     )
     return 0
 
@@ -142,6 +180,32 @@ def add_parsers(sub: argparse._SubParsersAction, verbose_help: str) -> None:
     export.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
     export.add_argument("--verbose", action="store_true", help=verbose_help)
     export.set_defaults(handler=cmd_export_hf)
+    quantize = sub.add_parser(
+        "quantize", help="post-training quantization of a classifier run into a new run"
+    )
+    quantize.add_argument("--workdir", required=True, help="the float run to quantize")
+    quantize.add_argument("--out", required=True, help="new (or empty) directory to write")
+    quantize.add_argument("--scheme", default="int8", help="int8 (default), int4 or fp8")
+    quantize.add_argument(
+        "--mode",
+        default="static",
+        help="static (activations calibrated on training batches; default), dynamic, or weight "
+        "(weights only)",
+    )
+    quantize.add_argument(
+        "--calibration_batches", type=int, default=8, help="static mode: training batches"
+    )
+    quantize.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
+    quantize.add_argument("--verbose", action="store_true", help=verbose_help)
+    quantize.set_defaults(handler=cmd_quantize)
+    export_model = sub.add_parser(
+        "export", help="serialize a classifier's inference function (jax.export, StableHLO)"
+    )
+    export_model.add_argument("--workdir", required=True, help="a classifier or quantized run")
+    export_model.add_argument("--out", required=True, help="new file to write, e.g. model.bin")
+    export_model.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
+    export_model.add_argument("--verbose", action="store_true", help=verbose_help)
+    export_model.set_defaults(handler=cmd_export)
     sample = sub.add_parser(
         "sample", help="generate text from a language-model run, or images from a generative one"
     )

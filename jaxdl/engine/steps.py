@@ -210,11 +210,14 @@ def make_image_fn(plan: Setup) -> Callable[[Any], dict[str, np.ndarray]] | None:
     }
 
 
-def make_eval_fn(plan: Setup) -> Callable[[Any, str], dict[str, float]]:
-    """Returns `evaluate(state, split) -> metrics` over one full pass of a split."""
+def make_eval_fn(plan: Setup, state_sharding: Any = None) -> Callable[[Any, str], dict[str, float]]:
+    """Returns `evaluate(state, split) -> metrics` over one full pass of a split.
+
+    `state_sharding` is the train state's by default; a state of another layout (e.g. a
+    quantized model's parameters) gives its own, or one sharding for the whole tree."""
     eval_step = jax.jit(
         plan.task.eval_step,
-        in_shardings=(plan.state_sharding, plan.batch_sharding),
+        in_shardings=(state_sharding or plan.state_sharding, plan.batch_sharding),
         out_shardings=sharding.replicated(plan.mesh),
     )
     local_batch = plan.config.data.eval_batch_size // jax.process_count()

@@ -108,7 +108,9 @@ def patch_conv(
         )
 
     if (
-        any(d != 1 for d in (lhs_dilation or ()))
+        # A symbolic dimension (jax.export with a polymorphic batch) cannot be cut into chunks.
+        not all(isinstance(d, int) for d in (*lhs.shape, *rhs.shape))
+        or any(d != 1 for d in (lhs_dilation or ()))
         or feature_group_count != 1
         or batch_group_count != 1
         or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
