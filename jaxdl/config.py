@@ -27,6 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.init_from = ""
 
     config.task = ml_collections.ConfigDict({"name": "classification", "label_smoothing": 0.0})
+    # Compression while training a classifier (jaxdl/compression/, README "Compression").
+    # Quantization-aware training: scheme int8, int4 or fp8 ('' off); mode dynamic or weight.
+    config.quant = ml_collections.ConfigDict({"scheme": "", "mode": "dynamic"})
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "digits"
@@ -189,6 +192,7 @@ ADDED_FIELDS = {
         "optimizer.frozen",
         "optimizer.lr_multipliers",
     ),
+    "0.5.0": ("quant.scheme", "quant.mode"),
 }
 
 

@@ -44,12 +44,44 @@ def test_packed_bytes_round_trip_and_int4_takes_half_a_byte(dtype):
 
 
 def test_unknown_scheme_or_unsupported_mode_is_refused():
-    with pytest.raises(Exception, match="--scheme int3: unknown scheme"):
+    with pytest.raises(Exception, match="--scheme=int3: unknown scheme"):
         quantized.QuantSpec("int3", "static")
-    with pytest.raises(Exception, match="--mode fake: unknown mode"):
+    with pytest.raises(Exception, match="--mode=fake: unknown mode"):
         quantized.QuantSpec("int8", "fake")
-    with pytest.raises(Exception, match="--mode weight"):
+    with pytest.raises(Exception, match="--mode=weight"):
         quantized.QuantSpec("int4", "static")
+
+
+def test_qat_gradients_pass_straight_through_the_rounding():
+    from jaxdl.models.mlp import MLP
+
+    # A batch of 16 rows into a 16x16 kernel: the shapes alone cannot tell input from weight.
+    model = MLP(num_classes=4, hidden_sizes=(16,), dropout_rate=0.0)
+    x = jax.random.normal(jax.random.key(1), (16, 16))
+    params = model.init(jax.random.key(0), x, train=False)["params"]
+    params = jax.tree.map(jnp.asarray, flax_unbox(params))
+    for mode in ("dynamic", "weight"):
+        qat = quantized.qat_model(
+            model, quantized.QuantSpec("int4" if mode == "weight" else "int8", mode)
+        )
+
+        def loss(p, net):
+            return jnp.sum(net.apply({"params": p}, x, train=False) ** 2)
+
+        float_grads = jax.jit(jax.grad(loss, argnums=0), static_argnums=1)(params, model)
+        qat_grads = jax.jit(jax.grad(loss, argnums=0), static_argnums=1)(params, qat)
+        for f, q in zip(jax.tree.leaves(float_grads), jax.tree.leaves(qat_grads), strict=True):
+            f, q = np.ravel(f), np.ravel(q)
+            assert np.all(np.isfinite(q)) and np.any(q != 0)
+            assert not np.array_equal(f, q)  # The forward pass did round.
+            cosine = f @ q / (np.linalg.norm(f) * np.linalg.norm(q))
+            assert cosine > 0.95, (mode, cosine)
+
+
+def flax_unbox(tree):
+    from flax import linen as nn
+
+    return nn.unbox(tree)
 
 
 def test_calibration_is_deterministic_and_fixes_the_activation_scales(reference_run):

@@ -122,10 +122,11 @@ def load(run_dir: Path, checkpoint: str = "best") -> InferenceModel:
     config = workdir.load_config(run_dir)  # Names a missing or broken workdir in one line.
     check_classifier(config, run_dir)
     plan, step, state = restore_checkpoint(run_dir, checkpoint)
+    quant = config.quant
     return InferenceModel(
         plan=plan,
         step=step,
-        name="float32",
+        name=f"float32 (QAT {quant.scheme} {quant.mode})" if quant.scheme else "float32",
         apply=state.apply_fn,
         variables=jax.device_get({"params": state.params, **state.model_state}),
     )

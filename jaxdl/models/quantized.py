@@ -13,11 +13,14 @@ Qwix rewrites a Flax module's matrix products and convolutions (`dot_general`, `
 
 Weights always get one scale per output channel (the last axis of a kernel). On the CPU our
 convolutions run as patches @ kernel (patch_conv.py); the providers below hand that function to
-Qwix as the convolution it is, so convolutions are quantized as convolutions.
+Qwix as the convolution it is, so convolutions are quantized as convolutions. They also tell
+weights from activations by identity only (`_find_param_by_identity`).
 """
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable
+import functools
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import jax
@@ -25,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import qwix
 from flax import linen as nn
+from qwix._src.utils import flax_util
 
 from jaxdl.errors import UserInputError
 
@@ -35,26 +39,28 @@ PATCH_CONV = "jaxdl.models.patch_conv.patch_conv"
 
 @dataclasses.dataclass(frozen=True)
 class QuantSpec:
-    """How to quantize: `scheme` (int8, int4, fp8), `mode` (static, dynamic, weight)."""
+    """How to quantize: `scheme` (int8, int4, fp8), `mode` (static, dynamic, weight).
+
+    `where` prefixes the field names in error messages: '--' for `jaxdl quantize`'s flags,
+    'config.quant.' for quantization-aware training."""
 
     scheme: str = "int8"
     mode: str = "static"
+    where: str = "--"
 
     def __post_init__(self) -> None:
+        scheme, mode = f"{self.where}scheme={self.scheme}", f"{self.where}mode={self.mode}"
         if self.scheme not in SCHEMES:
-            raise UserInputError(
-                f"--scheme {self.scheme}: unknown scheme; choose one of {', '.join(SCHEMES)}."
-            )
+            raise UserInputError(f"{scheme}: unknown scheme; choose one of {', '.join(SCHEMES)}.")
         if self.mode not in MODES:
             raise UserInputError(
-                f"--mode {self.mode}: unknown mode; choose one of {', '.join(MODES)} "
-                "(static: activations calibrated beforehand, dynamic: at run time, weight: "
-                "weights only)."
+                f"{mode}: unknown mode; choose one of {', '.join(MODES)} (static: activations "
+                "calibrated beforehand, dynamic: at run time, weight: weights only)."
             )
         if self.scheme == "int4" and self.mode != "weight":
             raise UserInputError(
-                f"--scheme int4 --mode {self.mode}: 4-bit activations have no kernels in XLA "
-                "(its CPU convolution rejects them); use --scheme int4 --mode weight, or int8."
+                f"{scheme} {mode}: 4-bit activations have no kernels in XLA (its CPU "
+                f"convolution rejects them); use {self.where}mode=weight with int4, or int8."
             )
 
     @property
@@ -66,12 +72,71 @@ class QuantSpec:
         return f"{self.scheme} {self.mode}"
 
 
+def _find_param_by_identity(x: Any, ptq_array_type: Any = None) -> str | None:
+    """The name of the current module's parameter that `x` is (or is a unary function of, e.g.
+    a dtype cast), else None.
+
+    Replaces Qwix's `find_param`, which, failing that, takes any parameter of `x`'s shape: a
+    (64, 64) batch entering a Dense layer with a (64, 64) kernel was then taken for a weight.
+    """
+    del ptq_array_type
+    module = flax_util.get_current_module()
+    params = module.scope._collection("params").items()  # Qwix reads the scope the same way.
+    by_id = {}
+    for name, value in params:
+        value = flax_util.unbox(value)
+        by_id[id(value)] = name
+        if hasattr(value, "array"):  # A PTQ weight (WithAux) is found by the array it holds.
+            by_id[id(value.array)] = name
+    x = getattr(x, "array", x)
+    while True:
+        if id(x) in by_id:
+            return by_id[id(x)]
+        parent = getattr(x, "parent", None) if isinstance(x, jax.core.Tracer) else None
+        if parent is not None and len(parent.in_tracers) == 1:
+            x = parent.in_tracers[0]
+            continue
+        const = x.get_const() if hasattr(x, "get_const") else None
+        return by_id.get(id(const)) if const is not None else None
+
+
+@contextlib.contextmanager
+def _weights_found_by_identity() -> Iterator[None]:
+    """Qwix's `find_param` replaced by `_find_param_by_identity` for one quantized operation.
+
+    (Qwix switches its interceptions off while one of its operations runs, so the replacement
+    cannot be one of them; the provider methods below swap it in around their own call.)"""
+    original = flax_util.find_param
+    flax_util.find_param = _find_param_by_identity
+    try:
+        yield
+    finally:
+        flax_util.find_param = original
+
+
+def _by_identity(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with _weights_found_by_identity():
+            return method(*args, **kwargs)
+
+    return wrapped
+
+
 class _PtqProvider(qwix.PtqProvider):
+    dot_general = _by_identity(qwix.PtqProvider.dot_general)
+    einsum = _by_identity(qwix.PtqProvider.einsum)
+    conv_general_dilated = _by_identity(qwix.PtqProvider.conv_general_dilated)
+
     def get_intercept_map(self) -> dict[str, Callable[..., Any]]:
         return super().get_intercept_map() | {PATCH_CONV: self.conv_general_dilated}
 
 
 class _QtProvider(qwix.QtProvider):
+    dot_general = _by_identity(qwix.QtProvider.dot_general)
+    einsum = _by_identity(qwix.QtProvider.einsum)
+    conv_general_dilated = _by_identity(qwix.QtProvider.conv_general_dilated)
+
     def get_intercept_map(self) -> dict[str, Callable[..., Any]]:
         return super().get_intercept_map() | {PATCH_CONV: self.conv_general_dilated}
 
@@ -94,12 +159,28 @@ def ptq_model(model: nn.Module, spec: QuantSpec) -> nn.Module:
 def qat_model(model: nn.Module, spec: QuantSpec) -> nn.Module:
     """`model` with fake quantization in the forward pass and straight-through gradients; it
     takes the float parameters. In mode 'static' it also keeps running activation ranges in the
-    'quant_stats' collection (mutable while training or calibrating)."""
+    'quant_stats' collection (mutable while calibrating)."""
     if spec.mode == "weight":
         rule = qwix.QtRule(module_path=".*", weight_qtype=spec.qtype)
     else:
         rule = qwix.QtRule(**_rule_fields(spec))
     return qwix.quantize_model(model, _QtProvider([rule]))
+
+
+def qat_spec(quant: Any) -> QuantSpec | None:
+    """The quantization-aware training of `config.quant` (None when `scheme` is empty).
+
+    Static ranges are left to `jaxdl quantize` (calibrated after training): Qwix 0.1.8 updates a
+    convolution's running ranges inside its custom VJP, which fails under jit."""
+    if not quant.scheme:
+        return None
+    spec = QuantSpec(quant.scheme, quant.mode, where="config.quant.")
+    if spec.mode == "static":
+        raise UserInputError(
+            "config.quant.mode=static: quantization-aware training takes 'dynamic' or 'weight'; "
+            "train with one of them, then `jaxdl quantize --mode static` calibrates the ranges."
+        )
+    return spec
 
 
 def calibrate(

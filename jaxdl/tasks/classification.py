@@ -8,6 +8,10 @@ The train loss takes the soft labels that mixup and cutmix put in `batch['target
 are there (label smoothing applies on top); the train accuracy and the evaluation use the
 integer labels.
 
+With `config.quant.scheme` set the model trains quantization-aware (models/quantized.py):
+its forward pass rounds weights (and activations) as the quantized model will, the gradients
+pass straight through the rounding. `jaxdl quantize` then turns the run into the small model.
+
 With a float16 model the optimizer is wrapped in dynamic loss scaling (jaxdl/loss_scale.py):
 the loss is multiplied by the current scale before differentiation, and a step whose
 gradients overflow is skipped.
@@ -22,7 +26,7 @@ import optax
 from flax import linen as nn
 
 from jaxdl import loss_scale, optim
-from jaxdl.models import build_model
+from jaxdl.models import build_model, quantized
 from jaxdl.tasks.base import Batch, Metrics, Task
 from jaxdl.tasks.state import TrainState, apply_grads_with_metrics
 
@@ -57,6 +61,9 @@ class ClassificationTask(Task):
             vocab_size=dataset.vocab_size,
             batch_axis_name=batch_axis_name,
         )
+        qat = quantized.qat_spec(config.quant)
+        if qat is not None:  # Same parameters; the forward pass rounds them (and activations).
+            model = quantized.qat_model(model, qat)
         # float16 underflows where bfloat16 (float32's exponent range) does not.
         loss_scaled = jnp.dtype(getattr(model, "dtype", jnp.float32)) == jnp.float16
         if loss_scaled:
