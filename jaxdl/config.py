@@ -30,6 +30,15 @@ def base_config() -> ml_collections.ConfigDict:
     # Compression while training a classifier (jaxdl/compression/, README "Compression").
     # Quantization-aware training: scheme int8, int4 or fp8 ('' off); mode dynamic or weight.
     config.quant = ml_collections.ConfigDict({"scheme": "", "mode": "dynamic"})
+    # Knowledge distillation from a finished classifier run ('WORKDIR' or 'WORKDIR:STEP'; ''
+    # off): loss = (1 - alpha) * labels' cross-entropy + alpha * T^2 * KL(teacher_T || student_T).
+    config.distill = ml_collections.ConfigDict({"teacher": "", "temperature": 4.0, "alpha": 0.9})
+    # Magnitude pruning (jaxdl/pruning.py) to `sparsity` of the kernels (0 off), ramped up
+    # between the fractions `begin` and `end` of train.num_steps, masks updated `every` steps;
+    # scope 'global' (all kernels ranked together) or 'layer'.
+    config.prune = ml_collections.ConfigDict(
+        {"sparsity": 0.0, "scope": "global", "begin": 0.1, "end": 0.6, "every": 50}
+    )
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "digits"
@@ -192,7 +201,18 @@ ADDED_FIELDS = {
         "optimizer.frozen",
         "optimizer.lr_multipliers",
     ),
-    "0.5.0": ("quant.scheme", "quant.mode"),
+    "0.5.0": (
+        "quant.scheme",
+        "quant.mode",
+        "distill.teacher",
+        "distill.temperature",
+        "distill.alpha",
+        "prune.sparsity",
+        "prune.scope",
+        "prune.begin",
+        "prune.end",
+        "prune.every",
+    ),
 }
 
 

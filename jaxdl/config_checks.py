@@ -85,6 +85,34 @@ def validate(config: ml_collections.ConfigDict) -> None:
     )
     validate_reliability(config)
     validate_scale_out(config)
+    validate_compression(config)
+
+
+def validate_compression(config: ml_collections.ConfigDict) -> None:
+    """The distillation weights, and compression only where it applies (quant.* and prune.*
+    are checked in full where the model and the optimizer are built)."""
+    for field, used in (
+        ("quant.scheme", bool(config.quant.scheme)),
+        ("distill.teacher", bool(config.distill.teacher)),
+        ("prune.sparsity", config.prune.sparsity != 0),
+    ):
+        _require(
+            not used or config.task.name == "classification",
+            field,
+            f"compression is for classifiers (task.name='classification'), not "
+            f"{config.task.name!r}; leave config.{field} at its default.",
+        )
+    distill = config.distill
+    _require(
+        math.isfinite(distill.temperature) and distill.temperature > 0,
+        "distill.temperature",
+        "must be a finite number > 0 (4 is common; 1 leaves the teacher's outputs as they are).",
+    )
+    _require(
+        0 <= distill.alpha <= 1,
+        "distill.alpha",
+        "must be in [0, 1]: the weight of the teacher's term (1 - alpha goes to the labels).",
+    )
 
 
 NONFINITE_POLICIES = ("rollback", "skip", "stop", "off")

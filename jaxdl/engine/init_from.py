@@ -13,14 +13,16 @@ with the new run's shardings.
 `check` runs before a new workdir is written to; `start_state` builds the state of a run that
 starts without a checkpoint of its own, and writes what it did to `<workdir>/init_from.json`,
 which summary.json repeats (`summary_entry`), also after a resume.
+
+The same reading fills a distilling run's frozen teacher (`config.distill.teacher`, same forms):
+every array of the teacher's state (`teacher/...`) comes from that run, whose checkpoint must
+hold exactly the model its config.json describes; the record goes to distill_teacher.json.
 """
 
-import contextlib
 import dataclasses
 import json
-import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +30,20 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxdl.engine import init_from_hf
+from jaxdl.engine import init_from_hf, run_source
 from jaxdl.engine.checkpoints import READABLE_FORMATS
+from jaxdl.engine.run_source import FORM, Source, locate, saved_steps  # noqa: F401 (API)
 from jaxdl.engine.setup import Setup, init_state
-from jaxdl.engine.workdir import CONFIG_FILE, write_json
-from jaxdl.errors import UserInputError, one_line
+from jaxdl.engine.workdir import write_json
+from jaxdl.errors import one_line
 from jaxdl.models.vit import interpolate_position_embeddings
 from jaxdl.optim import param_paths
 
 REPORT_FILE = "init_from.json"
+TEACHER_FILE = "distill_teacher.json"
+TEACHER = "teacher/"  # Where a distilling task keeps the teacher's variables in its state.
 # The parts of a train state that come from the source; everything else starts fresh.
 MERGED = ("params", "model_state")
-FORM = "give a jaxdl run's workdir as 'WORKDIR' (its best checkpoint) or 'WORKDIR:STEP'"
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-    workdir: Path
-    step: int
 
 
 @dataclasses.dataclass
@@ -64,110 +62,19 @@ class Merge:
     has_cls: dict[str, bool] = dataclasses.field(default_factory=dict)
 
 
-def _fail(spec: str, message: str) -> UserInputError:
-    return UserInputError(f"config.init_from={spec!r}: {message}")
-
-
-def saved_steps(workdir: Path) -> list[int]:
-    """The finished checkpoints of a run (Orbax renames a checkpoint to its step when done)."""
-    directory = workdir / "checkpoints"
-    if not directory.is_dir():
-        return []
-    return sorted(int(entry.name) for entry in directory.iterdir() if entry.name.isdigit())
-
-
-def locate(spec: str, own_workdir: Path | None = None) -> Source:
-    """The source run and step that `config.init_from` names; UserInputError when there is none."""
-    try:
-        return _locate(spec, own_workdir)
-    except OSError as error:
-        where = f": {error.filename}" if error.filename else ""
-        raise _fail(
-            spec, f"cannot be read ({error.strerror or error}{where}); fix its permissions."
-        ) from error
-
-
-def _locate(spec: str, own_workdir: Path | None) -> Source:
-    path, step_text = Path(spec), None
-    if not path.is_dir() and ":" in spec:
-        head, _, step_text = spec.rpartition(":")
-        path = Path(head)
-    if not path.is_dir():
-        what = "is a file" if path.exists() else "does not exist"
-        raise _fail(spec, f"{path} {what}, not a directory; {FORM}.")
-    if own_workdir is not None and path.resolve() == own_workdir.resolve():
-        raise _fail(
-            spec, "that is this run's own workdir; start from another run, or drop init_from."
-        )
-    if not (path / CONFIG_FILE).is_file():
-        raise _fail(spec, f"{path} holds no {CONFIG_FILE}, so it is not a jaxdl run; {FORM}.")
-    steps = saved_steps(path)
-    if not steps:
-        raise _fail(
-            spec,
-            f"{path} has no checkpoint yet; let that run save one (train.checkpoint_every), "
-            "or start from another run.",
-        )
-    if step_text is None:
-        return Source(path, _best_step(path, steps))
-    if not step_text.isdigit():
-        raise _fail(
-            spec, f"STEP {step_text!r} is not an integer; {FORM} (saved: {_listed(steps)})."
-        )
-    if int(step_text) not in steps:
-        raise _fail(
-            spec,
-            f"{path} has no checkpoint of step {int(step_text)}; the saved steps are "
-            f"{_listed(steps)}.",
-        )
-    return Source(path, int(step_text))
-
-
-def _listed(steps: list[int]) -> str:
-    return ", ".join(map(str, steps))
-
-
-@contextlib.contextmanager
-def _orbax_warnings_off() -> Iterator[None]:
-    """Orbax warns that a checkpoint item has no metadata file of its own; it never has one."""
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def _read_json_item(directory: Path) -> Any:
-    with _orbax_warnings_off(), ocp.Checkpointer(ocp.JsonCheckpointHandler()) as reader:
-        return reader.restore(directory)
-
-
-def _best_step(workdir: Path, steps: list[int]) -> int:
-    """The best step named by the newest readable bookkeeping, if saved; else the newest."""
-    for step in reversed(steps):
-        try:
-            loop = _read_json_item(workdir.absolute() / "checkpoints" / str(step) / "loop")
-        except Exception:
-            continue
-        best = loop.get("best_step") if isinstance(loop, dict) else None
-        return best if best in steps else steps[-1]
-    return steps[-1]
-
-
 def _state_dir(spec: str, source: Source) -> Path:
     step_dir = source.workdir.absolute() / "checkpoints" / str(source.step)
     if (step_dir / "meta").exists():
         try:
-            fmt = _read_json_item(step_dir / "meta").get("checkpoint_format")
+            fmt = run_source.read_json_item(step_dir / "meta").get("checkpoint_format")
         except Exception:
             fmt = None
         if fmt not in READABLE_FORMATS:
-            raise _fail(
+            raise run_source.fail(
                 spec,
                 f"checkpoint {step_dir} has checkpoint format {fmt!r}; this jaxdl reads "
-                f"{_listed(list(READABLE_FORMATS))}.",
+                f"{run_source.listed(list(READABLE_FORMATS))}.",
+                source.field,
             )
     return step_dir / "state"
 
@@ -176,11 +83,11 @@ def _metadata(spec: str, source: Source) -> dict[str, Any]:
     """The saved state's tree of array metadata, only the parts in MERGED."""
     state_dir = _state_dir(spec, source)
     try:
-        with _orbax_warnings_off(), ocp.PyTreeCheckpointer() as reader:
+        with run_source.orbax_warnings_off(), ocp.PyTreeCheckpointer() as reader:
             tree = reader.metadata(state_dir).item_metadata.tree
     except Exception as error:
-        raise _fail(
-            spec, f"checkpoint {state_dir} cannot be read ({one_line(error)[:200]})."
+        raise run_source.fail(
+            spec, f"checkpoint {state_dir} cannot be read ({one_line(error)[:200]}).", source.field
         ) from error
     return {key: tree[key] for key in MERGED if isinstance(tree, dict) and tree.get(key)}
 
@@ -195,7 +102,7 @@ def read_arrays(spec: str, source: Source) -> dict[str, np.ndarray]:
     wanted = _metadata(spec, source)
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
     args = ocp.args.PyTreeRestore(item=wanted, restore_args=restore_args, partial_restore=True)
-    with _orbax_warnings_off(), ocp.PyTreeCheckpointer() as reader:
+    with run_source.orbax_warnings_off(), ocp.PyTreeCheckpointer() as reader:
         restored = reader.restore(_state_dir(spec, source), args=args)
     paths, leaves, _ = param_paths(restored)
     return dict(zip(paths, leaves, strict=True))
@@ -242,11 +149,12 @@ def _checked_merge(spec: str, source: Source, plan: Setup) -> Merge:
     merge = plan_merge(shapes, _target_shapes(plan.abstract_state))
     if not merge.copied and not merge.interpolated:
         tops = sorted({"/".join(path.split("/")[:2]) for path in shapes})
-        raise _fail(
+        raise run_source.fail(
             spec,
             f"step {source.step} of {source.workdir} shares no parameter (same path and shape) "
             f"with this model; it has {', '.join(tops) or 'no parameters'}. Start from a run of "
             "the same model family.",
+            source.field,
         )
     return merge
 
@@ -258,17 +166,64 @@ def _hf_merge(spec: str, plan: Setup) -> tuple[dict[str, np.ndarray], Merge]:
 
 
 def check(plan: Setup, run_dir: Path) -> None:
-    """The checks of `config.init_from` for a new run in `run_dir`, before it is written to."""
+    """The checks of `config.init_from` and `config.distill.teacher` for a new run in `run_dir`,
+    before it is written to."""
     spec = plan.config.get("init_from", "")
     if spec and init_from_hf.is_hf(spec):
         _hf_merge(spec, plan)
     elif spec:
         _checked_merge(spec, locate(spec, run_dir), plan)
+    teacher = plan.config.distill.teacher
+    if teacher:
+        _teacher_source(teacher, run_dir, plan)
 
 
 def start_state(plan: Setup, workdir: Path, report: Callable[[str], None]) -> Any:
-    """A fresh state, from `config.init_from`'s source when one is set (see the module doc)."""
-    state = init_state(plan)
+    """A fresh state, from `config.init_from`'s source when one is set (see the module doc), with
+    the teacher's variables from `config.distill.teacher`'s run when that is set."""
+    state = _from_init_from(plan, init_state(plan), workdir, report)
+    teacher = plan.config.distill.teacher
+    if not teacher:
+        return state
+    source = _teacher_source(teacher, workdir, plan)
+    arrays = read_arrays(teacher, source)
+    paths, leaves, treedef = param_paths(state)
+    state = jax.tree_util.tree_unflatten(
+        treedef,
+        [
+            _placed(arrays[path.removeprefix(TEACHER)], leaf) if path.startswith(TEACHER) else leaf
+            for path, leaf in zip(paths, leaves, strict=True)
+        ],
+    )
+    record = {"workdir": str(source.workdir), "step": source.step, "copied": len(arrays)}
+    if jax.process_index() == 0:
+        write_json(workdir / TEACHER_FILE, record)
+    report(f"jaxdl: distilling from {source.workdir} step {source.step} ({len(arrays)} arrays)")
+    return state
+
+
+def _teacher_source(spec: str, own_workdir: Path, plan: Setup) -> Source:
+    """The teacher's run, checked to hold exactly the teacher's variables of this state."""
+    source = locate(spec, own_workdir, field="distill.teacher")
+    shapes = source_shapes(spec, source)
+    paths, leaves, _ = param_paths(plan.abstract_state)
+    wanted = {
+        path.removeprefix(TEACHER): tuple(leaf.shape)
+        for path, leaf in zip(paths, leaves, strict=True)
+        if path.startswith(TEACHER)
+    }
+    if shapes != wanted:
+        differ = sorted(path for path in {*shapes, *wanted} if shapes.get(path) != wanted.get(path))
+        raise run_source.fail(
+            spec,
+            f"step {source.step} of {source.workdir} does not hold the model its config.json "
+            f"describes ({', '.join(differ[:3])} differ); give a finished classifier run.",
+            source.field,
+        )
+    return source
+
+
+def _from_init_from(plan: Setup, state: Any, workdir: Path, report: Callable[[str], None]) -> Any:
     spec = plan.config.get("init_from", "")
     if not spec:
         return state
@@ -339,11 +294,14 @@ def describe(record: dict[str, Any], merge: Merge) -> str:
 
 
 def summary_entry(workdir: Path) -> dict[str, Any]:
-    """{'init_from': the report} for summary.json, or {} for a run that started from scratch."""
-    path = workdir / REPORT_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return {"init_from": json.loads(path.read_text())}
-    except (OSError, ValueError):
-        return {}
+    """{'init_from': the report, 'distill_teacher': the teacher's} for summary.json, each when
+    the run had one."""
+    entries = {}
+    for key, name in (("init_from", REPORT_FILE), ("distill_teacher", TEACHER_FILE)):
+        path = workdir / name
+        try:
+            if path.is_file():
+                entries[key] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass
+    return entries

@@ -19,6 +19,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
+from jaxdl import pruning
 from jaxdl.engine import image_grid, init_from, nonfinite, quality_monitor, steps
 from jaxdl.engine.checkpoints import Checkpointer
 from jaxdl.engine.faults import FaultPlan
@@ -370,6 +371,7 @@ class _Run:
             "platform": jax.devices()[0].platform,
             "jax_version": jax.__version__,
             **init_from.summary_entry(self.workdir),
+            **pruning.summary_entry(self.plan.config, self.plan.task.params(self.state)),
             **(run_info or {}),
         }
         if self.writer:

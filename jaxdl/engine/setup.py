@@ -13,11 +13,13 @@ import numpy as np
 from flax.core import meta
 
 from jaxdl import config as config_lib
-from jaxdl import data
+from jaxdl import data, tasks
 from jaxdl.engine import feed as feed_lib
-from jaxdl.engine import sample_quality, sharding
+from jaxdl.engine import run_source, sample_quality, sharding, workdir
 from jaxdl.errors import UserInputError
-from jaxdl.tasks import Task, build_task
+from jaxdl.models import build_model
+from jaxdl.tasks import Task
+from jaxdl.tasks.distillation import Teacher
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +103,34 @@ def _check_step_split(
             f"and mesh.tensor={mesh.shape['tensor']}; set both to 1, or use mesh.mode=jit to "
             "split parameters."
         )
+
+
+def build_task(
+    config: ml_collections.ConfigDict, dataset: data.DatasetSpec, batch_axis_name: Any = None
+) -> Task:
+    """The config's task, with its teacher when `config.distill.teacher` names one: that run's
+    model, built from its config.json (its variables come with the state, engine/init_from.py)."""
+    task = tasks.build_task(config, dataset, batch_axis_name=batch_axis_name)
+    spec = config.distill.teacher
+    if not spec:
+        return task
+    source = run_source.locate(spec, field="distill.teacher")
+    teacher_config = workdir.load_config(source.workdir)
+    if teacher_config.task.name != "classification":
+        raise run_source.fail(
+            spec,
+            f"{source.workdir} is a task.name={teacher_config.task.name!r} run; a teacher is a "
+            "classifier.",
+            "distill.teacher",
+        )
+    model = build_model(
+        teacher_config.model,
+        num_classes=dataset.num_classes,
+        vocab_size=dataset.vocab_size,
+        batch_axis_name=batch_axis_name,
+    )
+    distill = config.distill
+    return task.with_teacher(Teacher(model, distill.temperature, distill.alpha))
 
 
 def setup(config: ml_collections.ConfigDict) -> Setup:

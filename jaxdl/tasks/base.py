@@ -11,6 +11,8 @@ from typing import Any
 import jax
 import ml_collections
 
+from jaxdl.errors import UserInputError
+
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 
@@ -110,6 +112,14 @@ class Task(abc.ABC):
     @property
     def makes_images(self) -> bool:
         return type(self).evaluation_images is not Task.evaluation_images
+
+    def with_teacher(self, teacher: Any) -> "Task":
+        """This task learning also from a frozen teacher (`config.distill.teacher`); a task
+        that cannot says so."""
+        raise UserInputError(
+            f"config.distill.teacher: {type(self).__name__} does not learn from a teacher; "
+            "distillation is for classifiers (task.name='classification')."
+        )
 
     def params(self, state: Any) -> Any:
         """The parameters a run is judged by (summary fingerprint, exported weights)."""

@@ -12,11 +12,16 @@ With `config.quant.scheme` set the model trains quantization-aware (models/quant
 its forward pass rounds weights (and activations) as the quantized model will, the gradients
 pass straight through the rounding. `jaxdl quantize` then turns the run into the small model.
 
+With a teacher (`config.distill.teacher`, set by the engine with `with_teacher`) the loss mixes
+in the KL divergence to its softened outputs (tasks/distillation.py); 'loss' is then the mix,
+'label_loss' and 'distill_loss' its two terms.
+
 With a float16 model the optimizer is wrapped in dynamic loss scaling (jaxdl/loss_scale.py):
 the loss is multiplied by the current scale before differentiation, and a step whose
 gradients overflow is skipped.
 """
 
+import copy
 from typing import Any
 
 import jax
@@ -25,9 +30,11 @@ import ml_collections
 import optax
 from flax import linen as nn
 
-from jaxdl import loss_scale, optim
+from jaxdl import loss_scale, optim, pruning
 from jaxdl.models import build_model, quantized
+from jaxdl.tasks import distillation
 from jaxdl.tasks.base import Batch, Metrics, Task
+from jaxdl.tasks.distillation import DistillState, Teacher
 from jaxdl.tasks.state import TrainState, apply_grads_with_metrics
 
 
@@ -40,6 +47,7 @@ class ClassificationTask(Task):
         num_classes: int,
         label_smoothing: float = 0.0,
         loss_scaled: bool = False,
+        teacher: Teacher | None = None,
     ):
         self.model = model
         self.tx = tx
@@ -47,6 +55,12 @@ class ClassificationTask(Task):
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
         self.loss_scaled = loss_scaled
+        self.teacher = teacher
+
+    def with_teacher(self, teacher: Teacher) -> "ClassificationTask":
+        task = copy.copy(self)
+        task.teacher = teacher
+        return task
 
     @classmethod
     def from_config(
@@ -55,6 +69,7 @@ class ClassificationTask(Task):
         tx, learning_rate = optim.make_optimizer(
             config.optimizer, config.schedule, config.train.num_steps
         )
+        tx = pruning.wrap(tx, config)  # Masks kept in the optimizer state (config.prune).
         model = build_model(
             config.model,
             num_classes=dataset.num_classes,
@@ -89,7 +104,13 @@ class ClassificationTask(Task):
             train=False,
             **model_kwargs(batch),
         )
-        return TrainState.from_variables(variables, state_rng, self.model.apply, self.tx)
+        if self.teacher is None:
+            return TrainState.from_variables(variables, state_rng, self.model.apply, self.tx)
+        state = DistillState.from_variables(variables, state_rng, self.model.apply, self.tx)
+        teacher = distillation.teacher_variables(
+            self.teacher.model, init_rng, batch["input"], **model_kwargs(batch)
+        )
+        return state.replace(teacher=teacher)
 
     def _loss(self, logits: jax.Array, targets: jax.Array, smoothing: float) -> jax.Array:
         """Cross-entropy against class distributions `targets` (B, num_classes), smoothed."""
@@ -111,6 +132,13 @@ class ClassificationTask(Task):
             rng = jax.random.fold_in(rng, micro_batch)
         scale = loss_scale.current_scale(state.opt_state) if self.loss_scaled else None
         weights = step_weights(batch)
+        teacher_logits = None
+        if self.teacher is not None:  # Frozen: no gradient flows into the teacher.
+            teacher_logits = jax.lax.stop_gradient(
+                self.teacher.model.apply(
+                    state.teacher_variables(), batch["input"], train=False, **model_kwargs(batch)
+                )
+            )
 
         def loss_fn(params):
             variables = {"params": params, **state.model_state}
@@ -123,15 +151,25 @@ class ClassificationTask(Task):
                 **model_kwargs(batch),
             )
             losses = self._loss(logits, self._targets(batch), self.label_smoothing)
-            loss = weighted_mean(losses, weights)
+            terms = {"label_loss": weighted_mean(losses, weights)}
+            loss = terms["label_loss"]
+            if teacher_logits is not None:
+                kd = distillation.distillation_loss(
+                    logits, teacher_logits, self.teacher.temperature
+                )
+                terms["distill_loss"] = weighted_mean(kd, weights)
+                alpha = self.teacher.alpha
+                loss = (1 - alpha) * terms["label_loss"] + alpha * terms["distill_loss"]
             scaled = loss if scale is None else loss * scale
-            return scaled, (loss, logits, new_model_state)
+            return scaled, (loss, terms, logits, new_model_state)
 
-        (_, (loss, logits, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params
-        )
+        (_, (loss, terms, logits, new_model_state)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True
+        )(state.params)
         correct = jnp.argmax(logits, -1) == batch["label"]
         metrics = {"loss": loss, "accuracy": weighted_mean(correct, weights)}
+        if teacher_logits is not None:
+            metrics |= terms
         return grads, metrics, state.replace(model_state=dict(new_model_state))
 
     def apply_grads(
