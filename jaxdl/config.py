@@ -37,7 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
     # between the fractions `begin` and `end` of train.num_steps, masks updated `every` steps;
     # scope 'global' (all kernels ranked together) or 'layer'.
     config.prune = ml_collections.ConfigDict(
-        {"sparsity": 0.0, "scope": "global", "begin": 0.1, "end": 0.6, "every": 50}
+        {"sparsity": 0.0, "scope": "global", "begin": 0.1, "end": 0.6, "every": 20}
     )
 
     config.data = ml_collections.ConfigDict()
@@ -105,6 +105,9 @@ def base_config() -> ml_collections.ConfigDict:
         "accuracy"  # Validation metric for early stopping and the best checkpoint.
     )
     config.train.monitor_mode = "max"
+    # Evaluations before this step are not candidates for the best checkpoint (a pruned run's
+    # also wait for its target sparsity, jaxdl/pruning.py).
+    config.train.monitor_from = 0
     config.train.patience = (
         0  # Evaluations without improvement before stopping; 0 never stops early.
     )
@@ -212,6 +215,7 @@ ADDED_FIELDS = {
         "prune.begin",
         "prune.end",
         "prune.every",
+        "train.monitor_from",
     ),
 }
 

@@ -71,6 +71,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         value = config.train[field]
         _require(value > 0, f"train.{field}", f"got {value!r}; it must be a positive integer.")
     _require(config.train.patience >= 0, "train.patience", "must be >= 0 (0 disables it).")
+    _require(
+        0 <= config.train.monitor_from < config.train.num_steps,
+        "train.monitor_from",
+        "must be a step >= 0 and below train.num_steps.",
+    )
     _require(config.data.batch_size > 0, "data.batch_size", "must be a positive integer.")
     _require(config.data.eval_batch_size > 0, "data.eval_batch_size", "must be a positive integer.")
     _require(

@@ -137,6 +137,16 @@ def wrap(
     return magnitude_pruning(tx, config.prune, config.train.num_steps)
 
 
+def monitor_from(config: ml_collections.ConfigDict) -> int:
+    """The first step whose evaluation may become the best checkpoint: `train.monitor_from`, and
+    for a pruned run not before its masks reach the target sparsity (so the best checkpoint,
+    and the test metrics of summary.json, are of the pruned model)."""
+    first = config.train.monitor_from
+    if config.prune.sparsity > 0:
+        first = max(first, sparsity_schedule(config.prune, config.train.num_steps).end)
+    return first
+
+
 def sparsity_report(params: Any) -> dict[str, Any]:
     """Achieved sparsity: overall (of the prunable weights) and per prunable array, by path."""
     paths, leaves, _ = param_paths(jax.device_get(params))

@@ -57,9 +57,13 @@ def _with_defaults(loop: dict[str, Any]) -> dict[str, Any]:
 
 
 def _record_validation(
-    loop: dict[str, Any], step: int, val: dict[str, float], train: ml_collections.ConfigDict
+    loop: dict[str, Any], step: int, val: dict[str, float], config: ml_collections.ConfigDict
 ) -> bool:
-    """Updates best step and patience in the loop bookkeeping; True when `val` is a new best."""
+    """Updates best step and patience in the loop bookkeeping; True when `val` is a new best.
+    Evaluations before `pruning.monitor_from` (e.g. of a half-pruned model) are not candidates."""
+    train = config.train
+    if step < pruning.monitor_from(config):
+        return False
     sign = 1.0 if train.monitor_mode == "max" else -1.0
     score = sign * val[train.monitor]
     improved = loop["best_score"] is None or score > loop["best_score"]
@@ -203,7 +207,7 @@ class _Run:
                 self.log.write(step, "val", val)
                 tqdm.write(f"step {step}: val {format_metrics(val)}")
                 self._write_images(step)
-                improved = _record_validation(self.loop, step, val, config.train)
+                improved = _record_validation(self.loop, step, val, config)
             if do_checkpoint or improved or self.loop["stopped_early"] or preempted:
                 self._save(wait=preempted)
             if preempted:
