@@ -1,5 +1,5 @@
-"""`jaxdl` commands that read a saved run: `eval`, `attention`, `sample`, `export-hf`,
-`quantize`, `export`.
+"""`jaxdl` commands that read saved runs: `eval`, `attention`, `sample`, `export-hf`,
+`quantize`, `export`, `compare`.
 
 Each writes nothing into the run it reads; bad input raises UserInputError, which the CLI
 (cli.py) turns into one line and exit code 2.
@@ -93,6 +93,21 @@ def cmd_export(args: argparse.Namespace, rest: list[str]) -> int:
         f"{facts['step']}, inputs {', '.join(facts['inputs'])}, for {', '.join(facts['platforms'])}; "
         "run it with jaxdl.export.load(path)(inputs)"
     )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, rest: list[str]) -> int:
+    from jaxdl.compression import report
+    from jaxdl.compression.compare import compare_runs
+
+    if rest:
+        raise UserInputError(f"jaxdl compare takes run directories only; got {' '.join(rest)}.")
+    quiet_logs()
+    out = Path(args.out) if args.out else None
+    rows = compare_runs([Path(run) for run in args.runs], out)
+    print(report.table(rows))
+    if out is not None:
+        print(f"wrote {out}")
     return 0
 
 
@@ -206,6 +221,14 @@ def add_parsers(sub: argparse._SubParsersAction, verbose_help: str) -> None:
     export_model.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
     export_model.add_argument("--verbose", action="store_true", help=verbose_help)
     export_model.set_defaults(handler=cmd_export)
+    compare = sub.add_parser(
+        "compare",
+        help="test accuracy, size, non-zero parameters and CPU latency of classifier runs",
+    )
+    compare.add_argument("runs", nargs="+", help="run directories (training or quantized runs)")
+    compare.add_argument("--out", help="also write a PNG of accuracy against size here")
+    compare.add_argument("--verbose", action="store_true", help=verbose_help)
+    compare.set_defaults(handler=cmd_compare)
     sample = sub.add_parser(
         "sample", help="generate text from a language-model run, or images from a generative one"
     )

@@ -174,6 +174,22 @@ def test_export_round_trip_gives_the_in_memory_logits_at_any_batch_size(
             np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
 
 
+def test_compare_reports_each_run_and_plots_accuracy_against_size(
+    reference_run, int8_run, tmp_path, capsys
+):
+    out = tmp_path / "report.png"
+    code, printed, err = run_cli(
+        capsys, "compare", str(reference_run), str(int8_run), "--out", str(out)
+    )
+    assert code == 0, err
+    lines = [line for line in printed.splitlines() if line.startswith("| ")]
+    assert len(lines) == 3  # Header and two runs.
+    assert "(float32)" in lines[1] and "(int8 static)" in lines[2]
+    assert out.read_bytes().startswith(b"\x89PNG")
+    code, _, err = run_cli(capsys, "compare", str(reference_run), "--out", str(out))
+    assert code == 2 and "already exists" in err
+
+
 def test_bad_input_exits_2_with_one_clear_line(capsys, tmp_path, reference_run, finished_run):
     def fails(*argv: str, match: str) -> None:
         code, _, err = run_cli(capsys, *argv)
@@ -201,6 +217,7 @@ def test_bad_input_exits_2_with_one_clear_line(capsys, tmp_path, reference_run, 
     (gan / "config.json").write_text(capsys.readouterr().out)
     fails("quantize", "--workdir", str(gan), "--out", out, match="takes classifiers")
     fails("export", "--workdir", str(gan), "--out", out, match="takes classifiers")
+    fails("compare", str(reference_run), str(gan), match="takes classifiers")
     # Nothing already saved is overwritten.
     existing = tmp_path / "existing"
     existing.mkdir()

@@ -10,6 +10,7 @@ that exists and is not empty is refused, and the source run is only read.
 
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -59,12 +60,21 @@ def quantize_model(
     model = plan.task.model
     variables = source.variables
     stats = {}
-    if spec.mode == "static":
-        inputs = calibration_inputs(plan, calibration_batches)
-        stats = quantized.calibrate(model, spec, variables, inputs)
-    params = quantized.quantize_params(
-        model, spec, variables["params"], inference.quantized_example(plan), stats
-    )
+    try:
+        if spec.mode == "static":
+            inputs = calibration_inputs(plan, calibration_batches)
+            stats = quantized.calibrate(model, spec, variables, inputs)
+        params = quantized.quantize_params(
+            model, spec, variables["params"], inference.quantized_example(plan), stats
+        )
+    except jax.errors.UnexpectedTracerError as error:
+        # Qwix creates a static range where the product runs: inside a recurrent model's
+        # lax.scan that is a value of the loop, which cannot become a parameter.
+        raise UserInputError(
+            f"--mode {spec.mode}: Qwix cannot give static ranges to the products of "
+            f"model.name={plan.config.model.name!r}, which run inside a loop (lax.scan); use "
+            "--mode dynamic, or --mode weight (every kernel, any model)."
+        ) from error
     return inference.InferenceModel(
         plan=plan,
         step=source.step,
@@ -92,6 +102,13 @@ def quantize_run(
     source = inference.load(run_dir, checkpoint)
     result = quantize_model(source, spec, calibration_batches)
     rows = [source.report(), result.report()]
+    if spec.mode != "weight" and rows[1]["param_bytes"] > 0.9 * rows[0]["param_bytes"]:
+        print(
+            f"jaxdl: warning: --mode {spec.mode} quantized few of this model's weights (their "
+            "products run inside a loop, where Qwix does not see them as weights); --mode "
+            "weight quantizes every kernel.",
+            file=sys.stderr,
+        )
     summary = {
         "status": "completed",
         "kind": "quantized",

@@ -43,6 +43,8 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.annotate(
             row["name"], (size, 100 * row["accuracy"]), textcoords="offset points", xytext=(5, 5)
         )
+    accuracies = [100 * row["accuracy"] for row in rows]
+    ax.set_ylim(min(accuracies) - 2, min(100.0, max(accuracies) + 1))
     ax.set_xscale("log")
     ax.set_xlabel("parameter KiB (log scale)")
     ax.set_ylabel("test accuracy (%)")
