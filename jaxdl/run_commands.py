@@ -73,8 +73,15 @@ def cmd_quantize(args: argparse.Namespace, rest: list[str]) -> int:
         raise UserInputError(f"jaxdl quantize takes no config overrides; got {' '.join(rest)}.")
     spec = QuantSpec(args.scheme, args.mode)  # Checked before anything is read.
     quiet_logs()
+    if args.latency_repeats < 1:
+        raise UserInputError(f"--latency_repeats {args.latency_repeats}: give at least 1.")
     summary = quantize_run(
-        Path(args.workdir), Path(args.out), spec, args.calibration_batches, args.checkpoint
+        Path(args.workdir),
+        Path(args.out),
+        spec,
+        args.calibration_batches,
+        args.checkpoint,
+        args.latency_repeats,
     )
     print(report.table(summary["compression"]))
     print(f"wrote {args.out}: summary.json, params.npz, quantization.json, compression.png")
@@ -104,7 +111,7 @@ def cmd_compare(args: argparse.Namespace, rest: list[str]) -> int:
         raise UserInputError(f"jaxdl compare takes run directories only; got {' '.join(rest)}.")
     quiet_logs()
     out = Path(args.out) if args.out else None
-    rows = compare_runs([Path(run) for run in args.runs], out)
+    rows = compare_runs([Path(run) for run in args.runs], out, args.latency_repeats)
     print(report.table(rows))
     if out is not None:
         print(f"wrote {out}")
@@ -211,6 +218,9 @@ def add_parsers(sub: argparse._SubParsersAction, verbose_help: str) -> None:
         "--calibration_batches", type=int, default=8, help="static mode: training batches"
     )
     quantize.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
+    quantize.add_argument(
+        "--latency_repeats", type=int, default=20, help="timed passes per latency (median)"
+    )
     quantize.add_argument("--verbose", action="store_true", help=verbose_help)
     quantize.set_defaults(handler=cmd_quantize)
     export_model = sub.add_parser(
@@ -227,6 +237,9 @@ def add_parsers(sub: argparse._SubParsersAction, verbose_help: str) -> None:
     )
     compare.add_argument("runs", nargs="+", help="run directories (training or quantized runs)")
     compare.add_argument("--out", help="also write a PNG of accuracy against size here")
+    compare.add_argument(
+        "--latency_repeats", type=int, default=20, help="timed passes per latency (median)"
+    )
     compare.add_argument("--verbose", action="store_true", help=verbose_help)
     compare.set_defaults(handler=cmd_compare)
     sample = sub.add_parser(

@@ -19,6 +19,9 @@ from jaxdl.compression import inference, packing, quantize_run
 from jaxdl.models import quantized
 from tests.test_cli_errors import run_cli
 
+# Latency is measured, not judged, here: two timed passes are enough to see it reported.
+FEW_REPEATS = ("--latency_repeats", "2")
+
 
 def test_per_channel_int8_round_trip_error_is_at_most_half_a_step():
     weights = jax.random.normal(jax.random.key(0), (3, 3, 16, 8)) * jnp.arange(1, 9)
@@ -106,7 +109,7 @@ def int8_run(reference_run, tmp_path_factory):
     """The quick CNN quantized to int8 with static ranges, through the CLI."""
     out = tmp_path_factory.mktemp("quantized") / "cnn_int8"
     argv = ["quantize", "--workdir", str(reference_run), "--out", str(out)]
-    assert main([*argv, "--calibration_batches", "2"]) == 0
+    assert main([*argv, "--calibration_batches", "2", *FEW_REPEATS]) == 0
     return out
 
 
@@ -145,7 +148,7 @@ def test_weight_only_int4_quantizes_every_kernel_and_halves_int8(finished_run, t
     for scheme in ("int8", "int4"):
         out = tmp_path / scheme
         argv = ["quantize", "--workdir", str(finished_run), "--out", str(out)]
-        assert main([*argv, "--scheme", scheme, "--mode", "weight"]) == 0
+        assert main([*argv, "--scheme", scheme, "--mode", "weight", *FEW_REPEATS]) == 0
         summary = json.loads((out / "summary.json").read_text())
         sizes[scheme] = summary["compression"][1]["param_bytes"]
         model = inference.load(out)
@@ -179,7 +182,7 @@ def test_compare_reports_each_run_and_plots_accuracy_against_size(
 ):
     out = tmp_path / "report.png"
     code, printed, err = run_cli(
-        capsys, "compare", str(reference_run), str(int8_run), "--out", str(out)
+        capsys, "compare", str(reference_run), str(int8_run), "--out", str(out), *FEW_REPEATS
     )
     assert code == 0, err
     lines = [line for line in printed.splitlines() if line.startswith("| ")]

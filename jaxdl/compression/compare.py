@@ -14,10 +14,14 @@ from jaxdl.compression import inference, report
 from jaxdl.errors import UserInputError
 
 
-def compare_runs(run_dirs: list[Path], out: Path | None) -> list[dict[str, Any]]:
+def compare_runs(
+    run_dirs: list[Path], out: Path | None, latency_repeats: int = 20
+) -> list[dict[str, Any]]:
     """One report row per run (named after its directory); the PNG to `out` when given."""
     if not run_dirs:
         raise UserInputError("jaxdl compare needs at least one run directory.")
+    if latency_repeats < 1:
+        raise UserInputError(f"--latency_repeats {latency_repeats}: give at least 1.")
     if out is not None and out.exists():
         raise UserInputError(f"--out {out} already exists; give a new file name.")
     if out is not None and out.suffix.lower() != ".png":
@@ -25,7 +29,7 @@ def compare_runs(run_dirs: list[Path], out: Path | None) -> list[dict[str, Any]]
     models = [inference.load(run_dir) for run_dir in run_dirs]  # All checked before measuring.
     rows = []
     for run_dir, model in zip(run_dirs, models, strict=True):
-        row = model.report()
+        row = model.report(repeats=latency_repeats)
         row["name"] = f"{run_dir.name} ({row['name']})"
         row["run"] = str(run_dir)
         rows.append(row)

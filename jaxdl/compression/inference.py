@@ -85,8 +85,9 @@ class InferenceModel:
             times.append((time.perf_counter() - start) * 1000)
         return statistics.median(times)
 
-    def report(self, split: str = "test") -> dict[str, Any]:
-        """One row of the compression report: metrics, size and latency."""
+    def report(self, split: str = "test", repeats: int = 20) -> dict[str, Any]:
+        """One row of the compression report: metrics, size and latency (the median of
+        `repeats` timed passes)."""
         metrics = self.evaluate(split)
         return {
             "name": self.name,
@@ -94,7 +95,7 @@ class InferenceModel:
             "loss": metrics["loss"],
             "param_bytes": quantized.parameter_bytes(self.params),
             "nonzero_params": quantized.nonzero_parameters(self.params),
-            "latency_ms": {f"batch_{b}": self.latency_ms(b) for b in LATENCY_BATCHES},
+            "latency_ms": {f"batch_{b}": self.latency_ms(b, repeats) for b in LATENCY_BATCHES},
         }
 
 

@@ -90,6 +90,7 @@ def quantize_run(
     spec: quantized.QuantSpec,
     calibration_batches: int = 8,
     checkpoint: str = "best",
+    latency_repeats: int = 20,
 ) -> dict[str, Any]:
     """Quantizes checkpoint `checkpoint` of the classifier in `run_dir` into the new run `out`;
     returns the new run's summary."""
@@ -101,7 +102,7 @@ def quantize_run(
         )
     source = inference.load(run_dir, checkpoint)
     result = quantize_model(source, spec, calibration_batches)
-    rows = [source.report(), result.report()]
+    rows = [source.report(repeats=latency_repeats), result.report(repeats=latency_repeats)]
     if spec.mode != "weight" and rows[1]["param_bytes"] > 0.9 * rows[0]["param_bytes"]:
         print(
             f"jaxdl: warning: --mode {spec.mode} quantized few of this model's weights (their "

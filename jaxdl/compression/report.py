@@ -30,18 +30,23 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Test accuracy against parameter bytes, one labelled point per row."""
+    """Test accuracy against parameter bytes, one point per row, named in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")  # Headless: servers and CI have no display.
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for row in rows:
-        size = row["param_bytes"] / 1024
-        ax.scatter(size, 100 * row["accuracy"], s=40)
-        ax.annotate(
-            row["name"], (size, 100 * row["accuracy"]), textcoords="offset points", xytext=(5, 5)
+    fig, ax = plt.subplots(figsize=(8.5, 4))
+    markers = "osD^v<>pP*Xh"
+    for index, row in enumerate(rows):
+        # Variants often share a size or an accuracy: a legend, not labels on the points.
+        ax.scatter(
+            row["param_bytes"] / 1024,
+            100 * row["accuracy"],
+            s=45,
+            marker=markers[index % len(markers)],
+            label=row["name"],
+            alpha=0.85,
         )
     accuracies = [100 * row["accuracy"] for row in rows]
     ax.set_ylim(min(accuracies) - 2, min(100.0, max(accuracies) + 1))
@@ -50,6 +55,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -107,9 +107,11 @@ def patch_conv(
             preferred_element_type,
         )
 
+    # A symbolic batch (jax.export with a polymorphic batch) is not cut into chunks: its patch
+    # matrix is formed whole, which gives the chunked products' values.
+    symbolic_batch = not isinstance(lhs.shape[0], int)
     if (
-        # A symbolic dimension (jax.export with a polymorphic batch) cannot be cut into chunks.
-        not all(isinstance(d, int) for d in (*lhs.shape, *rhs.shape))
+        not all(isinstance(d, int) for d in (*lhs.shape[1:], *rhs.shape))
         or any(d != 1 for d in (lhs_dilation or ()))
         or feature_group_count != 1
         or batch_group_count != 1
@@ -128,9 +130,14 @@ def patch_conv(
     ]
     if min(out_spatial, default=1) < 1:
         return xla()
-    if xla_where_faster and _xla_is_faster(lhs.shape, rhs.shape, window, out_spatial):
+    if (
+        xla_where_faster
+        and not symbolic_batch
+        and _xla_is_faster(lhs.shape, rhs.shape, window, out_spatial)
+    ):
         return xla()
-    if all(s == 1 for s in strides) and all(lo >= 0 and hi >= 0 for lo, hi in pads):
+    stride_1 = all(s == 1 for s in strides) and all(lo >= 0 and hi >= 0 for lo, hi in pads)
+    if stride_1 and not symbolic_batch:
         chunk = _chunk_size(lhs.shape[0], math.prod(out_spatial) * math.prod(rhs.shape[:-1]))
         settings = _Settings(
             tuple(pads), dilation, tuple(out_spatial), chunk, precision, preferred_element_type
