@@ -15,6 +15,12 @@ from absl import logging as absl_logging
 from jaxdl.errors import UserInputError
 
 
+def refuse_overrides(command: str, rest: list[str]) -> None:
+    """Commands on saved runs take the run's config as it is: --config.* is bad input."""
+    if rest:
+        raise UserInputError(f"jaxdl {command} takes no config overrides; got {' '.join(rest)}.")
+
+
 def quiet_logs() -> None:
     # Orbax and JAX log hundreds of INFO lines per run; warnings still show.
     absl_logging.set_verbosity(absl_logging.WARNING)
@@ -26,8 +32,7 @@ def cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
     from jaxdl.compression import inference
     from jaxdl.engine import evaluation
 
-    if rest:
-        raise UserInputError(f"jaxdl eval takes no config overrides; got {' '.join(rest)}.")
+    refuse_overrides("eval", rest)
     quiet_logs()
     if inference.is_quantized_run(Path(args.workdir)):
         model = inference.load(Path(args.workdir))
@@ -41,8 +46,7 @@ def cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
 def cmd_attention(args: argparse.Namespace, rest: list[str]) -> int:
     from jaxdl.engine import attention_maps
 
-    if rest:
-        raise UserInputError(f"jaxdl attention takes no config overrides; got {' '.join(rest)}.")
+    refuse_overrides("attention", rest)
     quiet_logs()
     out = attention_maps.write_attention_maps(
         Path(args.workdir), args.checkpoint, args.images, Path(args.out) if args.out else None
@@ -54,8 +58,7 @@ def cmd_attention(args: argparse.Namespace, rest: list[str]) -> int:
 def cmd_export_hf(args: argparse.Namespace, rest: list[str]) -> int:
     from jaxdl.export_hf import export_hf
 
-    if rest:
-        raise UserInputError(f"jaxdl export-hf takes no config overrides; got {' '.join(rest)}.")
+    refuse_overrides("export-hf", rest)
     quiet_logs()
     step = export_hf(Path(args.workdir), Path(args.out), args.checkpoint)
     print(
@@ -69,8 +72,7 @@ def cmd_quantize(args: argparse.Namespace, rest: list[str]) -> int:
     from jaxdl.compression.quantize_run import quantize_run
     from jaxdl.models.quantized import QuantSpec
 
-    if rest:
-        raise UserInputError(f"jaxdl quantize takes no config overrides; got {' '.join(rest)}.")
+    refuse_overrides("quantize", rest)
     spec = QuantSpec(args.scheme, args.mode)  # Checked before anything is read.
     quiet_logs()
     if args.latency_repeats < 1:
@@ -91,8 +93,7 @@ def cmd_quantize(args: argparse.Namespace, rest: list[str]) -> int:
 def cmd_export(args: argparse.Namespace, rest: list[str]) -> int:
     from jaxdl.export import export_run
 
-    if rest:
-        raise UserInputError(f"jaxdl export takes no config overrides; got {' '.join(rest)}.")
+    refuse_overrides("export", rest)
     quiet_logs()
     facts = export_run(Path(args.workdir), Path(args.out), args.checkpoint)
     print(
@@ -123,8 +124,7 @@ def cmd_sample(args: argparse.Namespace, rest: list[str]) -> int:
     from jaxdl.engine.workdir import load_config
     from jaxdl.tasks import task_generates_images
 
-    if rest:
-        raise UserInputError(f"jaxdl sample takes no config overrides; got {' '.join(rest)}.")
+    refuse_overrides("sample", rest)
     quiet_logs()
     task = load_config(Path(args.workdir)).task.name
     if task_generates_images(task):

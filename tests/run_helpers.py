@@ -81,3 +81,26 @@ def assert_killed_run_resumes_identically(tmp_path: Path, config: str) -> None:
     assert "resuming at step 20" in resumed.stdout
     for key in ("params_fingerprint", "final_metrics"):
         assert summary(tmp_path / "run")[key] == summary(tmp_path / "whole")[key]
+
+
+def assert_stopped_run_resumes_identically(
+    train, tmp_path: Path, monkeypatch, capsys, at_step: int, keys: tuple[str, ...] = ()
+) -> dict:
+    """In process: `train(workdir)` whole, then stopped by SIGTERM at `at_step` and run again;
+    the resumed run's fingerprint, final metrics and `keys` equal the whole one's. Returns the
+    whole run's summary."""
+    from jaxdl.engine.faults import ENV_VAR
+
+    assert train(tmp_path / "whole") == 0
+    monkeypatch.setenv(ENV_VAR, f"sigterm_at_step={at_step}")
+    assert train(tmp_path / "run") != 0
+    monkeypatch.delenv(ENV_VAR)
+    capsys.readouterr()
+    assert train(tmp_path / "run") == 0
+    assert f"resuming at step {at_step}" in capsys.readouterr().out
+    whole, resumed = (
+        json.loads((tmp_path / name / "summary.json").read_text()) for name in ("whole", "run")
+    )
+    for key in ("params_fingerprint", "final_metrics", *keys):
+        assert resumed[key] == whole[key], key
+    return whole

@@ -14,10 +14,10 @@ import numpy as np
 
 from jaxdl.cli import main, parse_config
 from jaxdl.engine import init_from
-from jaxdl.engine.faults import ENV_VAR
 from jaxdl.engine.setup import setup
 from jaxdl.optim import param_paths
 from jaxdl.tasks.distillation import distillation_loss
+from tests.run_helpers import assert_stopped_run_resumes_identically
 from tests.test_cli_errors import QUICK, run_cli
 
 
@@ -70,18 +70,9 @@ def train(workdir: Path, *overrides: str) -> int:
 def test_distilled_run_resumes_bit_exactly(reference_run, tmp_path, monkeypatch, capsys):
     # The quick MLP config shifts its images: the teacher sees the same augmented batch.
     options = (f"--config.distill.teacher={reference_run}", "--config.train.checkpoint_every=10")
-    assert train(tmp_path / "whole", *options) == 0
-    monkeypatch.setenv(ENV_VAR, "sigterm_at_step=25")
-    assert train(tmp_path / "run", *options) != 0
-    monkeypatch.delenv(ENV_VAR)
-    capsys.readouterr()
-    assert train(tmp_path / "run", *options) == 0
-    assert "resuming at step 25" in capsys.readouterr().out
-    whole, resumed = (
-        json.loads((tmp_path / d / "summary.json").read_text()) for d in ("whole", "run")
+    whole = assert_stopped_run_resumes_identically(
+        lambda workdir: train(workdir, *options), tmp_path, monkeypatch, capsys, at_step=25
     )
-    for key in ("params_fingerprint", "final_metrics"):
-        assert resumed[key] == whole[key]
     assert whole["distill_teacher"]["workdir"] == str(reference_run)
     records = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").open()]
     assert any("distill_loss" in r for r in records if r["split"] == "train")

@@ -2,7 +2,6 @@
 held through optimizer steps and across a resume, the report in summary.json, bad input."""
 
 import itertools
-import json
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +12,7 @@ import pytest
 
 from jaxdl import pruning
 from jaxdl.cli import main
-from jaxdl.engine.faults import ENV_VAR
+from tests.run_helpers import assert_stopped_run_resumes_identically
 from tests.test_cli_errors import QUICK, run_cli
 
 
@@ -77,18 +76,14 @@ def test_pruned_run_resumes_bit_exactly_and_reports_its_sparsity(tmp_path, monke
         "--config.prune.every=5",
         "--config.train.checkpoint_every=10",
     )
-    assert train(tmp_path / "whole", *options) == 0
-    monkeypatch.setenv(ENV_VAR, "sigterm_at_step=15")
-    assert train(tmp_path / "run", *options) != 0
-    monkeypatch.delenv(ENV_VAR)
-    capsys.readouterr()
-    assert train(tmp_path / "run", *options) == 0
-    assert "resuming at step 15" in capsys.readouterr().out
-    whole, resumed = (
-        json.loads((tmp_path / name / "summary.json").read_text()) for name in ("whole", "run")
+    whole = assert_stopped_run_resumes_identically(
+        lambda workdir: train(workdir, *options),
+        tmp_path,
+        monkeypatch,
+        capsys,
+        at_step=15,
+        keys=("sparsity",),
     )
-    for key in ("params_fingerprint", "final_metrics", "sparsity"):
-        assert resumed[key] == whole[key]
     sparsity = whole["sparsity"]
     assert sparsity["target"] == 0.8
     assert sparsity["overall"] == pytest.approx(0.8, abs=0.01)

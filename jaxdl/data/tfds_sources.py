@@ -4,10 +4,8 @@ Only tfds.data_source is used: tfds.load and as_dataset import TensorFlow, which
 not install. data_source needs the array_record file format.
 """
 
-import contextlib
-import logging
 import pathlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import tensorflow_datasets as tfds
 
@@ -21,6 +19,7 @@ from jaxdl.data.spec import (
     split_off_validation,
 )
 from jaxdl.errors import UserInputError
+from jaxdl.logs import absl_warnings_off
 
 # All three ship train and test only; validation is carved from the end of train.
 TFDS_IMAGE_DATASETS = ("mnist", "fashion_mnist", "cifar10")
@@ -134,7 +133,7 @@ def _image_spec(
 
 def open_prepared(name: str, splits: Sequence[str], data_dir: str) -> dict[str, RecordSource]:
     try:
-        with _tfds_warnings_off():
+        with absl_warnings_off():
             return tfds.data_source(
                 name,
                 split={split: split for split in splits},
@@ -148,27 +147,11 @@ def open_prepared(name: str, splits: Sequence[str], data_dir: str) -> dict[str, 
                 "exist). This machine has no internet, so jaxdl never downloads it. "
                 + _build_hint(name, pathlib.Path(data_dir))
             ) from error
-        with _tfds_warnings_off():
+        with absl_warnings_off():
             problem = _preparation_problem(name, data_dir)
         if problem is None:
             raise
         raise problem from error
-
-
-@contextlib.contextmanager
-def _tfds_warnings_off() -> Iterator[None]:
-    """Hides TFDS's absl warnings, e.g. 'Variant folder ... has no dataset_info.json'.
-
-    TFDS logs them for a dataset that is not there, on top of the error that jaxdl turns into
-    one line naming data.data_dir and the fix; errors still show.
-    """
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _build_hint(name: str, root: pathlib.Path) -> str:

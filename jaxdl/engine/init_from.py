@@ -36,6 +36,7 @@ from jaxdl.engine.run_source import FORM, Source, locate, saved_steps  # noqa: F
 from jaxdl.engine.setup import Setup, init_state
 from jaxdl.engine.workdir import write_json
 from jaxdl.errors import one_line
+from jaxdl.logs import absl_warnings_off
 from jaxdl.models.vit import interpolate_position_embeddings
 from jaxdl.optim import param_paths
 
@@ -83,7 +84,7 @@ def _metadata(spec: str, source: Source) -> dict[str, Any]:
     """The saved state's tree of array metadata, only the parts in MERGED."""
     state_dir = _state_dir(spec, source)
     try:
-        with run_source.orbax_warnings_off(), ocp.PyTreeCheckpointer() as reader:
+        with absl_warnings_off(), ocp.PyTreeCheckpointer() as reader:
             tree = reader.metadata(state_dir).item_metadata.tree
     except Exception as error:
         raise run_source.fail(
@@ -102,7 +103,7 @@ def read_arrays(spec: str, source: Source) -> dict[str, np.ndarray]:
     wanted = _metadata(spec, source)
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
     args = ocp.args.PyTreeRestore(item=wanted, restore_args=restore_args, partial_restore=True)
-    with run_source.orbax_warnings_off(), ocp.PyTreeCheckpointer() as reader:
+    with absl_warnings_off(), ocp.PyTreeCheckpointer() as reader:
         restored = reader.restore(_state_dir(spec, source), args=args)
     paths, leaves, _ = param_paths(restored)
     return dict(zip(paths, leaves, strict=True))

@@ -2,10 +2,7 @@
 from) or `config.distill.teacher` (a frozen teacher), as 'WORKDIR' (its best checkpoint) or
 'WORKDIR:STEP'. Only looks at the files; reading the arrays is init_from.py's part."""
 
-import contextlib
 import dataclasses
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +10,7 @@ import orbax.checkpoint as ocp
 
 from jaxdl.engine.workdir import CONFIG_FILE
 from jaxdl.errors import UserInputError
+from jaxdl.logs import absl_warnings_off
 
 FORM = "give a jaxdl run's workdir as 'WORKDIR' (its best checkpoint) or 'WORKDIR:STEP'"
 
@@ -91,20 +89,8 @@ def listed(steps: list[int]) -> str:
     return ", ".join(map(str, steps))
 
 
-@contextlib.contextmanager
-def orbax_warnings_off() -> Iterator[None]:
-    """Orbax warns that a checkpoint item has no metadata file of its own; it never has one."""
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def read_json_item(directory: Path) -> Any:
-    with orbax_warnings_off(), ocp.Checkpointer(ocp.JsonCheckpointHandler()) as reader:
+    with absl_warnings_off(), ocp.Checkpointer(ocp.JsonCheckpointHandler()) as reader:
         return reader.restore(directory)
 
 
