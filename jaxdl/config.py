@@ -35,9 +35,17 @@ def base_config() -> ml_collections.ConfigDict:
     config.distill = ml_collections.ConfigDict({"teacher": "", "temperature": 4.0, "alpha": 0.9})
     # Magnitude pruning (jaxdl/pruning.py) to `sparsity` of the kernels (0 off), ramped up
     # between the fractions `begin` and `end` of train.num_steps, masks updated `every` steps;
-    # scope 'global' (all kernels ranked together) or 'layer'.
+    # scope 'global' (all kernels ranked together) or 'layer'; structure 'weights' or 'units'
+    # (whole neurons and channels of each hidden layer, removed afterwards by `jaxdl shrink`).
     config.prune = ml_collections.ConfigDict(
-        {"sparsity": 0.0, "scope": "global", "begin": 0.1, "end": 0.6, "every": 20}
+        {
+            "sparsity": 0.0,
+            "scope": "global",
+            "structure": "weights",
+            "begin": 0.1,
+            "end": 0.6,
+            "every": 20,
+        }
     )
 
     config.data = ml_collections.ConfigDict()
@@ -212,6 +220,7 @@ ADDED_FIELDS = {
         "distill.alpha",
         "prune.sparsity",
         "prune.scope",
+        "prune.structure",
         "prune.begin",
         "prune.end",
         "prune.every",

@@ -12,6 +12,9 @@ A pruned weight is zero, the smallest magnitude there is, so it stays pruned.
 Prunable weights are the kernels and embeddings (arrays of two or more dimensions); biases and
 normalisation parameters are left dense. `prune.scope='global'` ranks all prunable weights
 together (layers end up with different sparsities), 'layer' prunes each array to the target.
+With `prune.structure='units'` whole neurons and channels go instead, the target fraction of
+each hidden layer's units (by the L2 norm of their incoming weights), with their bias or batch
+norm shift: a pruned unit outputs exactly zero, and `jaxdl shrink` then removes it for real.
 """
 
 from typing import Any, NamedTuple
@@ -23,9 +26,11 @@ import numpy as np
 import optax
 
 from jaxdl.errors import UserInputError
+from jaxdl.models.units import UnitLayer
 from jaxdl.optim import param_paths
 
 SCOPES = ("global", "layer")
+STRUCTURES = ("weights", "units")
 
 
 class PruneState(NamedTuple):
@@ -41,6 +46,11 @@ def check(prune: ml_collections.ConfigDict) -> None:
 
     require(0 <= prune.sparsity < 1, "sparsity", "must be in [0, 1) (0 turns pruning off).")
     require(prune.scope in SCOPES, "scope", f"choose one of {', '.join(SCOPES)}.")
+    require(
+        prune.structure in STRUCTURES,
+        "structure",
+        f"choose one of {', '.join(STRUCTURES)} (single weights, or whole neurons and channels).",
+    )
     require(prune.every >= 1, "every", "must be a positive number of steps.")
     require(
         0 <= prune.begin < prune.end <= 1,
@@ -89,14 +99,41 @@ def magnitude_masks(params: Any, sparsity: jax.Array, scope: str) -> Any:
     return jax.tree.unflatten(treedef, masks)
 
 
+def unit_masks(params: Any, layers: list[UnitLayer], sparsity: jax.Array) -> Any:
+    """Masks pruning, in each unit layer, the fraction `sparsity` of its units whose incoming
+    weights have the smallest L2 norm: everything that produces a pruned unit is zeroed."""
+    paths, leaves, treedef = param_paths(params)
+    index = {path: i for i, path in enumerate(paths)}
+    masks = [jnp.ones(jnp.shape(leaf), bool) for leaf in leaves]
+    for layer in layers:
+        kernel = leaves[index[layer.kernel]]
+        norms = jnp.sqrt(jnp.sum(jnp.square(kernel), axis=tuple(range(kernel.ndim - 1))))
+        # At least one unit stays, so the layer still passes something on.
+        count = jnp.minimum(jnp.floor(sparsity * layer.width), layer.width - 1).astype(jnp.int32)
+        ranked = jnp.sort(norms)
+        keep = norms > jnp.where(count > 0, ranked[jnp.maximum(count - 1, 0)], -1.0)
+        for path, axis in layer.produced:
+            shape = [1] * jnp.ndim(leaves[index[path]])
+            shape[axis] = layer.width
+            masks[index[path]] = jnp.broadcast_to(keep.reshape(shape), masks[index[path]].shape)
+    return jax.tree_util.tree_unflatten(treedef, masks)
+
+
 def magnitude_pruning(
     inner: optax.GradientTransformation,
     prune: ml_collections.ConfigDict,
     num_steps: int,
+    layers: list[UnitLayer] | None = None,
 ) -> optax.GradientTransformation:
-    """`inner`, then the masks of the module doc applied to the updated weights."""
+    """`inner`, then the masks of the module doc applied to the updated weights: of single
+    weights, or of whole units of `layers` (prune.structure='units')."""
     schedule = sparsity_schedule(prune, num_steps)
     every = prune.every
+
+    def masks_for(params: Any, sparsity: jax.Array) -> Any:
+        if layers is not None:
+            return unit_masks(params, layers, sparsity)
+        return magnitude_masks(params, sparsity, prune.scope)
 
     def init(params: Any) -> PruneState:
         masks = jax.tree.map(lambda p: jnp.ones(jnp.shape(p), bool), params)
@@ -113,7 +150,7 @@ def magnitude_pruning(
         due &= ((step - schedule.begin) % every == 0) | (step == schedule.end)
         masks = jax.lax.cond(
             due,
-            lambda: magnitude_masks(new_params, schedule(step), prune.scope),
+            lambda: masks_for(new_params, schedule(step)),
             lambda: state.masks,
         )
         updates = jax.tree.map(
@@ -128,13 +165,22 @@ def magnitude_pruning(
 
 
 def wrap(
-    tx: optax.GradientTransformation, config: ml_collections.ConfigDict
+    tx: optax.GradientTransformation, config: ml_collections.ConfigDict, model: Any
 ) -> optax.GradientTransformation:
-    """`tx` with the pruning of `config.prune`, or `tx` itself when prune.sparsity is 0."""
+    """`tx` with the pruning of `config.prune`, or `tx` itself when prune.sparsity is 0. Units
+    are the model's own (`model.unit_layers()`, models/units.py)."""
     check(config.prune)
     if config.prune.sparsity == 0:
         return tx
-    return magnitude_pruning(tx, config.prune, config.train.num_steps)
+    layers = None
+    if config.prune.structure == "units":
+        if not hasattr(model, "unit_layers"):
+            raise UserInputError(
+                f"config.prune.structure=units: model.name={config.model.name!r} does not "
+                "declare its units; 'mlp' and 'cnn' do. Use prune.structure=weights."
+            )
+        layers = model.unit_layers()
+    return magnitude_pruning(tx, config.prune, config.train.num_steps, layers)
 
 
 def monitor_from(config: ml_collections.ConfigDict) -> int:

@@ -1,5 +1,5 @@
 """`jaxdl` commands that read saved runs: `eval`, `attention`, `sample`, `export-hf`,
-`quantize`, `export`, `compare`.
+`quantize`, `shrink`, `export`, `compare`.
 
 Each writes nothing into the run it reads; bad input raises UserInputError, which the CLI
 (cli.py) turns into one line and exit code 2.
@@ -34,7 +34,7 @@ def cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
 
     refuse_overrides("eval", rest)
     quiet_logs()
-    if inference.is_quantized_run(Path(args.workdir)):
+    if inference.is_derived_run(Path(args.workdir)):
         model = inference.load(Path(args.workdir))
         metrics = {"step": model.step, "split": args.split, **model.evaluate(args.split)}
     else:
@@ -87,6 +87,22 @@ def cmd_quantize(args: argparse.Namespace, rest: list[str]) -> int:
     )
     print(report.table(summary["compression"]))
     print(f"wrote {args.out}: summary.json, params.npz, quantization.json, compression.png")
+    return 0
+
+
+def cmd_shrink(args: argparse.Namespace, rest: list[str]) -> int:
+    from jaxdl.compression import report
+    from jaxdl.compression.shrink_run import shrink_run
+
+    refuse_overrides("shrink", rest)
+    quiet_logs()
+    if args.latency_repeats < 1:
+        raise UserInputError(f"--latency_repeats {args.latency_repeats}: give at least 1.")
+    summary = shrink_run(Path(args.workdir), Path(args.out), args.checkpoint, args.latency_repeats)
+    print(report.table(summary["compression"]))
+    kept = ", ".join(f"{name} {k}/{n}" for name, (k, n) in summary["units"].items())
+    print(f"units kept: {kept}")
+    print(f"wrote {args.out}: summary.json, params.npz, shrink.json, compression.png")
     return 0
 
 
@@ -223,6 +239,17 @@ def add_parsers(sub: argparse._SubParsersAction, verbose_help: str) -> None:
     )
     quantize.add_argument("--verbose", action="store_true", help=verbose_help)
     quantize.set_defaults(handler=cmd_quantize)
+    shrink = sub.add_parser(
+        "shrink", help="remove the pruned units of a prune.structure=units run (a new run)"
+    )
+    shrink.add_argument("--workdir", required=True, help="the units-pruned run")
+    shrink.add_argument("--out", required=True, help="new (or empty) directory to write")
+    shrink.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
+    shrink.add_argument(
+        "--latency_repeats", type=int, default=20, help="timed passes per latency (median)"
+    )
+    shrink.add_argument("--verbose", action="store_true", help=verbose_help)
+    shrink.set_defaults(handler=cmd_shrink)
     export_model = sub.add_parser(
         "export", help="serialize a classifier's inference function (jax.export, StableHLO)"
     )

@@ -2,6 +2,7 @@
 held through optimizer steps and across a resume, the report in summary.json, bad input."""
 
 import itertools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -113,3 +114,55 @@ def test_bad_prune_fields_exit_2(capsys, tmp_path):
         "--config.prune.sparsity=0.5",
     )
     assert code == 2 and "compression is for classifiers" in err, err
+
+
+def test_unit_masks_prune_whole_neurons_with_their_bias():
+    from jaxdl.models.units import dense_chain
+
+    # Dense_0 has 4 units whose incoming weights have norms 1, 4, 2, 3; the head is never pruned.
+    params = {
+        "Dense_0": {"kernel": jnp.array([[1.0, 4.0, 2.0, 3.0]]), "bias": jnp.ones(4)},
+        "Dense_1": {"kernel": jnp.ones((4, 2)), "bias": jnp.ones(2)},
+    }
+    masks = pruning.unit_masks(params, dense_chain([4], batch_norm=False), jnp.float32(0.5))
+    np.testing.assert_array_equal(masks["Dense_0"]["kernel"], [[False, True, False, True]])
+    np.testing.assert_array_equal(masks["Dense_0"]["bias"], [False, True, False, True])
+    assert masks["Dense_1"]["kernel"].all() and masks["Dense_1"]["bias"].all()
+
+
+@pytest.mark.parametrize("config", ["mlp", "cnn"])
+def test_shrinking_a_units_pruned_run_keeps_its_outputs(config, tmp_path, capsys):
+    from jaxdl.compression import inference
+    from tests.run_helpers import QUICK_CNN
+
+    experiment = {"mlp": QUICK, "cnn": QUICK_CNN}[config]  # The CNN has batch norm.
+    run, small = tmp_path / "run", tmp_path / "small"
+    overrides = ("--config.prune.sparsity=0.5", "--config.prune.structure=units")
+    argv = ["train", "--config", experiment, "--workdir", str(run), *overrides]
+    assert main(argv) == 0
+    code, _, err = run_cli(
+        capsys, "shrink", "--workdir", str(run), "--out", str(small), "--latency_repeats", "2"
+    )
+    assert code == 0, err
+    summary = json.loads((small / "summary.json").read_text())
+    assert all(kept == width // 2 for kept, width in summary["units"].values())
+    source, shrunk = inference.load(run), inference.load(small)
+    assert summary["compression"][1]["param_bytes"] < 0.6 * summary["compression"][0]["param_bytes"]
+    batch = inference.test_inputs(source.plan, 16)
+    np.testing.assert_allclose(shrunk.logits(batch), source.logits(batch), rtol=1e-5, atol=1e-5)
+    code, _, err = run_cli(capsys, "shrink", "--workdir", str(run), "--out", str(small))
+    assert code == 2 and "already exists" in err
+
+
+def test_units_need_a_model_that_declares_them(capsys, tmp_path):
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--config",
+        "digits_vit:quick",
+        "--workdir",
+        str(tmp_path / "v"),
+        "--config.prune.sparsity=0.5",
+        "--config.prune.structure=units",
+    )
+    assert code == 2 and "does not declare its units" in err, err

@@ -28,7 +28,8 @@ from jaxdl.models import quantized
 from jaxdl.tasks.classification import model_kwargs
 from jaxdl.tasks.state import TrainState
 
-QUANT_FILE = "quantization.json"
+QUANT_FILE = "quantization.json"  # A run written by `jaxdl quantize`.
+SHRINK_FILE = "shrink.json"  # A run written by `jaxdl shrink`.
 PARAMS_FILE = "params.npz"
 LATENCY_BATCHES = (1, 256)
 
@@ -116,10 +117,17 @@ def is_quantized_run(run_dir: Path) -> bool:
     return (run_dir / QUANT_FILE).is_file()
 
 
+def is_derived_run(run_dir: Path) -> bool:
+    """A run quantize or shrink wrote (parameters in PARAMS_FILE, no checkpoints)."""
+    return is_quantized_run(run_dir) or (run_dir / SHRINK_FILE).is_file()
+
+
 def load(run_dir: Path, checkpoint: str = "best") -> InferenceModel:
     """The classifier in `run_dir`: a training run's checkpoint `checkpoint`, or a quantized run."""
     if is_quantized_run(run_dir):
         return _load_quantized(run_dir)
+    if (run_dir / SHRINK_FILE).is_file():
+        return _load_shrunk(run_dir)
     config = workdir.load_config(run_dir)  # Names a missing or broken workdir in one line.
     check_classifier(config, run_dir)
     plan, step, state = restore_checkpoint(run_dir, checkpoint)
@@ -148,12 +156,14 @@ def quantized_example(plan: Setup) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return batch["input"], model_kwargs(batch)
 
 
-def save_quantized(run_dir: Path, variables: dict[str, Any], facts: dict[str, Any]) -> None:
-    """PARAMS_FILE (each array as raw bytes, 4-bit values two to a byte) and QUANT_FILE."""
+def save_derived(
+    run_dir: Path, variables: dict[str, Any], facts_file: str, facts: dict[str, Any]
+) -> None:
+    """PARAMS_FILE (each array as raw bytes, 4-bit values two to a byte) and the facts file."""
     flat, _ = jax.tree_util.tree_flatten_with_path(variables)
     arrays = {jax.tree_util.keystr(path): packing.to_bytes(np.asarray(leaf)) for path, leaf in flat}
     np.savez(run_dir / PARAMS_FILE, **arrays)
-    (run_dir / QUANT_FILE).write_text(json.dumps(facts, indent=2) + "\n")
+    (run_dir / facts_file).write_text(json.dumps(facts, indent=2) + "\n")
 
 
 def _load_quantized(run_dir: Path) -> InferenceModel:
@@ -169,6 +179,32 @@ def _load_quantized(run_dir: Path) -> InferenceModel:
         "params": quantized.abstract_params(model, spec, float_params, quantized_example(plan)),
         **plan.abstract_state.model_state,
     }
+    variables = _read_params(run_dir, abstract)
+    return InferenceModel(
+        plan=plan,
+        step=int(facts["source_step"]),
+        name=spec.name,
+        apply=quantized.apply_fn(model, spec),
+        variables=variables,
+    )
+
+
+def _load_shrunk(run_dir: Path) -> InferenceModel:
+    """A run `jaxdl shrink` wrote: an ordinary model of smaller widths (its config.json)."""
+    facts = json.loads((run_dir / SHRINK_FILE).read_text())
+    plan = setup(config_lib.with_default_layout(workdir.load_config(run_dir)))
+    abstract = {"params": plan.abstract_state.params, **plan.abstract_state.model_state}
+    return InferenceModel(
+        plan=plan,
+        step=int(facts["source_step"]),
+        name="float32 (shrunk)",
+        apply=plan.task.model.apply,
+        variables=_read_params(run_dir, abstract),
+    )
+
+
+def _read_params(run_dir: Path, abstract: Any) -> Any:
+    """PARAMS_FILE's arrays in the structure (and shapes and dtypes) of `abstract`."""
     flat, treedef = jax.tree_util.tree_flatten_with_path(abstract)
     try:
         with np.load(run_dir / PARAMS_FILE) as stored:
@@ -177,13 +213,7 @@ def _load_quantized(run_dir: Path) -> InferenceModel:
             ]
     except (OSError, KeyError, ValueError) as error:
         raise UserInputError(
-            f"{run_dir / PARAMS_FILE} cannot be read as this run's quantized parameters "
-            f"({type(error).__name__}: {error}); quantize the source run again."
+            f"{run_dir / PARAMS_FILE} cannot be read as this run's parameters "
+            f"({type(error).__name__}: {error}); derive the run from its source again."
         ) from error
-    return InferenceModel(
-        plan=plan,
-        step=int(facts["source_step"]),
-        name=spec.name,
-        apply=quantized.apply_fn(model, spec),
-        variables=jax.tree_util.tree_unflatten(treedef, leaves),
-    )
+    return jax.tree_util.tree_unflatten(treedef, leaves)

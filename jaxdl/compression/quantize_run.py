@@ -38,6 +38,33 @@ def check_out(out: Path, source: Path) -> None:
         )
 
 
+def write_derived_run(
+    out: Path,
+    config_json: str,
+    summary: dict[str, Any],
+    facts_file: str,
+    facts: dict[str, Any],
+    variables: Any,
+    plot_file: str,
+) -> None:
+    """A run that quantize or shrink derives from another: written whole in a temporary
+    directory beside `out`, then renamed into place (so `out` is complete or absent)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (staging / workdir.CONFIG_FILE).write_text(config_json)
+        inference.save_derived(staging, variables, facts_file, facts)
+        rows = summary["compression"]
+        report.plot(rows, staging / plot_file, f"{Path(summary['source']).name}: {rows[1]['name']}")
+        (staging / workdir.SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        if out.is_dir():
+            out.rmdir()  # Empty (checked before): replaced by the complete run.
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
 def calibration_inputs(plan: Any, batches: int) -> list[tuple[Any, dict[str, Any]]]:
     """The first `batches` training batches in the split's fixed order, unaugmented: the same
     batches every time, so calibration is deterministic."""
@@ -123,18 +150,9 @@ def quantize_run(
         "final_metrics": {"test/accuracy": rows[1]["accuracy"], "test/loss": rows[1]["loss"]},
         "compression": rows,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        shutil.copy(run_dir / workdir.CONFIG_FILE, staging / workdir.CONFIG_FILE)
-        facts = {"source": str(run_dir), "source_step": source.step, **summary["quantization"]}
-        inference.save_quantized(staging, result.variables, facts)
-        report.plot(rows, staging / PLOT_FILE, f"{run_dir.name}: {spec.name}")
-        (staging / workdir.SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-        if out.is_dir():
-            out.rmdir()  # Empty (checked above): replaced by the complete run.
-        staging.rename(out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    facts = {"source": str(run_dir), "source_step": source.step, **summary["quantization"]}
+    config_json = (run_dir / workdir.CONFIG_FILE).read_text()
+    write_derived_run(
+        out, config_json, summary, inference.QUANT_FILE, facts, result.variables, PLOT_FILE
+    )
     return summary

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdl.errors import UserInputError
-from jaxdl.models import layers
+from jaxdl.models import layers, units
 
 GLOBAL_POOLS = ("avg", "max", "flatten")
 PADDINGS = ("SAME", "VALID")
@@ -87,6 +87,30 @@ class CNN(nn.Module):
         layers.check_rate("dropout_rate", self.dropout_rate)
         layers.resolve_dtype(self.dtype)
         super().__post_init__()
+
+    def _conv_widths(self) -> list[list[int]]:
+        return [list(_stage_widths(stage, self.convs_per_stage)) for stage in self.conv_features]
+
+    def unit_layers(self) -> list[units.UnitLayer]:
+        """The convolutions' channels and the hidden dense layers' neurons (structured
+        pruning, models/units.py)."""
+        if self.global_pool == "flatten":
+            raise UserInputError(
+                "config.prune.structure=units: model.global_pool='flatten' mixes each channel "
+                "into many head inputs; use 'avg' or 'max'."
+            )
+        convs = [width for stage in self._conv_widths() for width in stage]
+        dense = units.dense_chain(list(self.dense_sizes), batch_norm=False)
+        return units.conv_chain(convs, self.batch_norm, "Dense_0/kernel") + dense
+
+    def shrunk_fields(self, kept: dict[str, int]) -> dict[str, Any]:
+        """The fields of this CNN with `kept[layer]` units per layer (one width per conv)."""
+        index, stages = 0, []
+        for stage in self._conv_widths():
+            stages.append(tuple(kept[f"Conv_{index + i}"] for i in range(len(stage))))
+            index += len(stage)
+        dense = tuple(kept[f"Dense_{i}"] for i in range(len(self.dense_sizes)))
+        return {"conv_features": tuple(stages), "dense_sizes": dense}
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:

@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdl.models import layers
+from jaxdl.models import layers, units
 
 
 class MLP(nn.Module):
@@ -30,6 +30,14 @@ class MLP(nn.Module):
         layers.check_rate("dropout_rate", self.dropout_rate)
         layers.resolve_dtype(self.dtype)
         super().__post_init__()
+
+    def unit_layers(self) -> list[units.UnitLayer]:
+        """The hidden layers' neurons (structured pruning, models/units.py)."""
+        return units.dense_chain(list(self.hidden_sizes), self.batch_norm)
+
+    def shrunk_fields(self, kept: dict[str, int]) -> dict[str, Any]:
+        """The fields of this MLP with `kept[layer]` neurons in each hidden layer."""
+        return {"hidden_sizes": tuple(kept[layer.name] for layer in self.unit_layers())}
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:

@@ -69,7 +69,6 @@ class ClassificationTask(Task):
         tx, learning_rate = optim.make_optimizer(
             config.optimizer, config.schedule, config.train.num_steps
         )
-        tx = pruning.wrap(tx, config)  # Masks kept in the optimizer state (config.prune).
         model = build_model(
             config.model,
             num_classes=dataset.num_classes,
@@ -79,6 +78,7 @@ class ClassificationTask(Task):
         qat = quantized.qat_spec(config.quant)
         if qat is not None:  # Same parameters; the forward pass rounds them (and activations).
             model = quantized.qat_model(model, qat)
+        tx = pruning.wrap(tx, config, model)  # Masks kept in the optimizer state.
         # float16 underflows where bfloat16 (float32's exponent range) does not.
         loss_scaled = jnp.dtype(getattr(model, "dtype", jnp.float32)) == jnp.float16
         if loss_scaled:
