@@ -203,6 +203,7 @@ def test_bad_input_exits_2_with_one_clear_line(capsys, tmp_path, reference_run, 
     out = str(tmp_path / "out")
     fails("quantize", "--workdir", str(tmp_path / "nope"), "--out", out, match="holds no jaxdl run")
     fails("export", "--workdir", str(tmp_path / "nope"), "--out", out, match="holds no jaxdl run")
+    fails("shrink", "--workdir", str(tmp_path / "nope"), "--out", out, match="holds no jaxdl run")
     fails(
         "quantize",
         "--workdir",
@@ -221,6 +222,7 @@ def test_bad_input_exits_2_with_one_clear_line(capsys, tmp_path, reference_run, 
     fails("quantize", "--workdir", str(gan), "--out", out, match="takes classifiers")
     fails("export", "--workdir", str(gan), "--out", out, match="takes classifiers")
     fails("compare", str(reference_run), str(gan), match="takes classifiers")
+    fails("shrink", "--workdir", str(gan), "--out", out, match="takes classifiers")
     # Nothing already saved is overwritten.
     existing = tmp_path / "existing"
     existing.mkdir()
