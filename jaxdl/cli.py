@@ -29,6 +29,7 @@ from jaxdl import huge_pages, run_commands
 from jaxdl.engine.preemption import EXIT_PREEMPTED, Preempted, Preemption
 from jaxdl.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, UserInputError, close_matches, one_line
 from jaxdl.run_commands import quiet_logs
+from jaxdl.studies import commands as study_commands
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -327,6 +328,7 @@ def _parser() -> argparse.ArgumentParser:
     multihost.add_argument("--process_id", help="this process's index, 0..N-1")
     train.set_defaults(handler=cmd_train)
     run_commands.add_parsers(sub, verbose_help)
+    study_commands.add_parsers(sub, verbose_help)
     listing = sub.add_parser("list", help="list experiments, models, datasets and options")
     listing.set_defaults(handler=cmd_list)
     return parser
