@@ -123,13 +123,17 @@ def cmd_export(args: argparse.Namespace, rest: list[str]) -> int:
 def cmd_compare(args: argparse.Namespace, rest: list[str]) -> int:
     from jaxdl.compression import report
     from jaxdl.compression.compare import compare_runs
+    from jaxdl.studies.compare import compare
 
     if rest:
         raise UserInputError(f"jaxdl compare takes run directories only; got {' '.join(rest)}.")
-    quiet_logs()
     out = Path(args.out) if args.out else None
-    rows = compare_runs([Path(run) for run in args.runs], out, args.latency_repeats)
-    print(report.table(rows))
+    runs = [Path(run) for run in args.runs]
+    if not args.measure:
+        print(compare(runs, args.metric, out))
+    else:  # The compression report: each classifier measured here.
+        quiet_logs()
+        print(report.table(compare_runs(runs, out, args.latency_repeats)))
     if out is not None:
         print(f"wrote {out}")
     return 0
@@ -260,12 +264,23 @@ def add_parsers(sub: argparse._SubParsersAction, verbose_help: str) -> None:
     export_model.set_defaults(handler=cmd_export)
     compare = sub.add_parser(
         "compare",
-        help="test accuracy, size, non-zero parameters and CPU latency of classifier runs",
+        help="runs side by side: final metrics, steps/s, differing config fields, curves",
     )
-    compare.add_argument("runs", nargs="+", help="run directories (training or quantized runs)")
-    compare.add_argument("--out", help="also write a PNG of accuracy against size here")
+    compare.add_argument("runs", nargs="+", help="run directories")
     compare.add_argument(
-        "--latency_repeats", type=int, default=20, help="timed passes per latency (median)"
+        "--metric", default="val/loss", help="the curve to overlay: SPLIT/NAME, e.g. val/accuracy"
+    )
+    compare.add_argument(
+        "--out", help="write a PNG here (the curves; with --measure, accuracy vs size)"
+    )
+    compare.add_argument(
+        "--measure",
+        action="store_true",
+        help="classifiers: measure test accuracy, parameter bytes, non-zero parameters and CPU "
+        "latency here (the compression report)",
+    )
+    compare.add_argument(
+        "--latency_repeats", type=int, default=20, help="--measure: timed passes per latency"
     )
     compare.add_argument("--verbose", action="store_true", help=verbose_help)
     compare.set_defaults(handler=cmd_compare)

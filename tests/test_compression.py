@@ -182,14 +182,21 @@ def test_compare_reports_each_run_and_plots_accuracy_against_size(
 ):
     out = tmp_path / "report.png"
     code, printed, err = run_cli(
-        capsys, "compare", str(reference_run), str(int8_run), "--out", str(out), *FEW_REPEATS
+        capsys,
+        "compare",
+        "--measure",
+        str(reference_run),
+        str(int8_run),
+        "--out",
+        str(out),
+        *FEW_REPEATS,
     )
     assert code == 0, err
     lines = [line for line in printed.splitlines() if line.startswith("| ")]
     assert len(lines) == 3  # Header and two runs.
     assert "(float32)" in lines[1] and "(int8 static)" in lines[2]
     assert out.read_bytes().startswith(b"\x89PNG")
-    code, _, err = run_cli(capsys, "compare", str(reference_run), "--out", str(out))
+    code, _, err = run_cli(capsys, "compare", "--measure", str(reference_run), "--out", str(out))
     assert code == 2 and "already exists" in err
 
 
@@ -221,7 +228,7 @@ def test_bad_input_exits_2_with_one_clear_line(capsys, tmp_path, reference_run, 
     (gan / "config.json").write_text(capsys.readouterr().out)
     fails("quantize", "--workdir", str(gan), "--out", out, match="takes classifiers")
     fails("export", "--workdir", str(gan), "--out", out, match="takes classifiers")
-    fails("compare", str(reference_run), str(gan), match="takes classifiers")
+    fails("compare", "--measure", str(reference_run), str(gan), match="takes classifiers")
     fails("shrink", "--workdir", str(gan), "--out", out, match="takes classifiers")
     # Nothing already saved is overwritten.
     existing = tmp_path / "existing"

@@ -1,5 +1,6 @@
-"""`jaxdl compare RUN [RUN ...] [--out FILE.png]`: the compression report over several classifier
-runs (an original and its quantized, pruned or distilled variants), measured here, side by side.
+"""`jaxdl compare --measure RUN [RUN ...] [--out FILE.png]`: the compression report over
+several classifier runs (an original and its quantized, pruned or distilled variants), measured
+here, side by side.
 
 Each run is loaded as jaxdl eval would (its best checkpoint, or a `jaxdl quantize` run) and gets
 one row: test accuracy, parameter bytes, non-zero parameters and the median CPU latency at
