@@ -15,9 +15,10 @@ import os
 import platform
 import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from jaxdl import train
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -34,17 +35,7 @@ LAYOUTS = (
 
 
 def _command(experiment: str, workdir: Path, overrides: tuple[str, ...]) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "jaxdl.train",
-        "--config",
-        experiment,
-        "--workdir",
-        str(workdir),
-        "--config.train.progress_bar=False",
-        *overrides,
-    ]
+    return train.command(experiment, workdir, "--config.train.progress_bar=False", *overrides)
 
 
 def _env(devices: int) -> dict[str, str]:

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jaxdl import train
 from jaxdl.cli import parse_config
 from jaxdl.engine.metrics_log import read_records
 from jaxdl.engine.preemption import EXIT_PREEMPTED
@@ -100,8 +101,7 @@ class Harness:
     def spawn(self, run: str, faults: str = "") -> tuple[subprocess.Popen, Path, float]:
         self.children += 1
         out = self.args.dir / "logs" / f"{self.children:02d}-{run}{faults and '-' + faults}.out"
-        command = [sys.executable, "-m", "jaxdl.train", "--config", self.args.config]
-        command += ["--workdir", str(self.args.dir / run), *self.overrides]
+        command = train.command(self.args.config, self.args.dir / run, *self.overrides)
         env = {**self.env, "JAXDL_FAULTS": faults}
         with out.open("w") as stdout, out.with_suffix(".err").open("w") as stderr:
             process = subprocess.Popen(command, cwd=REPO, stdout=stdout, stderr=stderr, env=env)

@@ -8,6 +8,7 @@ Each writes nothing into the run it reads; bad input raises UserInputError, whic
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from absl import flags
 from absl import logging as absl_logging
@@ -75,15 +76,13 @@ def cmd_quantize(args: argparse.Namespace, rest: list[str]) -> int:
     refuse_overrides("quantize", rest)
     spec = QuantSpec(args.scheme, args.mode)  # Checked before anything is read.
     quiet_logs()
-    if args.latency_repeats < 1:
-        raise UserInputError(f"--latency_repeats {args.latency_repeats}: give at least 1.")
     summary = quantize_run(
         Path(args.workdir),
         Path(args.out),
         spec,
         args.calibration_batches,
         args.checkpoint,
-        args.latency_repeats,
+        _latency_repeats(args),
     )
     print(report.table(summary["compression"]))
     print(f"wrote {args.out}: summary.json, params.npz, quantization.json, compression.png")
@@ -96,9 +95,9 @@ def cmd_shrink(args: argparse.Namespace, rest: list[str]) -> int:
 
     refuse_overrides("shrink", rest)
     quiet_logs()
-    if args.latency_repeats < 1:
-        raise UserInputError(f"--latency_repeats {args.latency_repeats}: give at least 1.")
-    summary = shrink_run(Path(args.workdir), Path(args.out), args.checkpoint, args.latency_repeats)
+    summary = shrink_run(
+        Path(args.workdir), Path(args.out), args.checkpoint, _latency_repeats(args)
+    )
     print(report.table(summary["compression"]))
     kept = ", ".join(f"{name} {k}/{n}" for name, (k, n) in summary["units"].items())
     print(f"units kept: {kept}")
@@ -133,7 +132,7 @@ def cmd_compare(args: argparse.Namespace, rest: list[str]) -> int:
         print(compare(runs, args.metric, out))
     else:  # The compression report: each classifier measured here.
         quiet_logs()
-        print(report.table(compare_runs(runs, out, args.latency_repeats)))
+        print(report.table(compare_runs(runs, out, _latency_repeats(args))))
     if out is not None:
         print(f"wrote {out}")
     return 0
@@ -197,36 +196,71 @@ def _sample_images(args: argparse.Namespace) -> int:
     return 0
 
 
+CHECKPOINT_HELP = "best, latest, or a step number"
+
+
+def _run_parser(
+    sub: argparse._SubParsersAction,
+    name: str,
+    help_text: str,
+    handler: Any,
+    verbose_help: str,
+    workdir_help: str | None = None,
+    out_help: str | None = None,
+) -> argparse.ArgumentParser:
+    """A command on one saved run: --workdir, --checkpoint, --verbose, and --out when the
+    command writes a new file or directory (`out_help`)."""
+    parser = sub.add_parser(name, help=help_text)
+    parser.add_argument("--workdir", required=True, help=workdir_help)
+    if out_help:
+        parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("--checkpoint", default="best", help=CHECKPOINT_HELP)
+    parser.add_argument("--verbose", action="store_true", help=verbose_help)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _add_latency_repeats(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--latency_repeats", type=int, default=20, help=help_text)
+
+
+def _latency_repeats(args: argparse.Namespace) -> int:
+    if args.latency_repeats < 1:
+        raise UserInputError(f"--latency_repeats {args.latency_repeats}: give at least 1.")
+    return args.latency_repeats
+
+
 def add_parsers(sub: argparse._SubParsersAction, verbose_help: str) -> None:
     """The subcommands above, added to the CLI's parser."""
-    evaluate = sub.add_parser("eval", help="evaluate a run's checkpoint")
-    evaluate.add_argument("--workdir", required=True)
-    evaluate.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
+    evaluate = _run_parser(sub, "eval", "evaluate a run's checkpoint", cmd_eval, verbose_help)
     evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"))
-    evaluate.add_argument("--verbose", action="store_true", help=verbose_help)
-    evaluate.set_defaults(handler=cmd_eval)
-    attention = sub.add_parser(
-        "attention", help="write a PNG of a Transformer's attention maps for test images"
+    attention = _run_parser(
+        sub,
+        "attention",
+        "write a PNG of a Transformer's attention maps for test images",
+        cmd_attention,
+        verbose_help,
     )
-    attention.add_argument("--workdir", required=True)
-    attention.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
     attention.add_argument("--images", type=int, default=6, help="how many test images")
     attention.add_argument("--out", help="PNG file to write (default WORKDIR/attention_maps.png)")
-    attention.add_argument("--verbose", action="store_true", help=verbose_help)
-    attention.set_defaults(handler=cmd_attention)
-    export = sub.add_parser(
-        "export-hf", help="write a BERT run as a Hugging Face checkpoint directory"
+    new_dir = "new (or empty) directory to write"
+    _run_parser(
+        sub,
+        "export-hf",
+        "write a BERT run as a Hugging Face checkpoint directory",
+        cmd_export_hf,
+        verbose_help,
+        out_help=new_dir,
     )
-    export.add_argument("--workdir", required=True)
-    export.add_argument("--out", required=True, help="new (or empty) directory to write")
-    export.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
-    export.add_argument("--verbose", action="store_true", help=verbose_help)
-    export.set_defaults(handler=cmd_export_hf)
-    quantize = sub.add_parser(
-        "quantize", help="post-training quantization of a classifier run into a new run"
+    quantize = _run_parser(
+        sub,
+        "quantize",
+        "post-training quantization of a classifier run into a new run",
+        cmd_quantize,
+        verbose_help,
+        "the float run to quantize",
+        new_dir,
     )
-    quantize.add_argument("--workdir", required=True, help="the float run to quantize")
-    quantize.add_argument("--out", required=True, help="new (or empty) directory to write")
     quantize.add_argument("--scheme", default="int8", help="int8 (default), int4 or fp8")
     quantize.add_argument(
         "--mode",
@@ -237,31 +271,26 @@ def add_parsers(sub: argparse._SubParsersAction, verbose_help: str) -> None:
     quantize.add_argument(
         "--calibration_batches", type=int, default=8, help="static mode: training batches"
     )
-    quantize.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
-    quantize.add_argument(
-        "--latency_repeats", type=int, default=20, help="timed passes per latency (median)"
+    _add_latency_repeats(quantize, "timed passes per latency (median)")
+    shrink = _run_parser(
+        sub,
+        "shrink",
+        "remove the pruned units of a prune.structure=units run (a new run)",
+        cmd_shrink,
+        verbose_help,
+        "the units-pruned run",
+        new_dir,
     )
-    quantize.add_argument("--verbose", action="store_true", help=verbose_help)
-    quantize.set_defaults(handler=cmd_quantize)
-    shrink = sub.add_parser(
-        "shrink", help="remove the pruned units of a prune.structure=units run (a new run)"
+    _add_latency_repeats(shrink, "timed passes per latency (median)")
+    _run_parser(
+        sub,
+        "export",
+        "serialize a classifier's inference function (jax.export, StableHLO)",
+        cmd_export,
+        verbose_help,
+        "a classifier or quantized run",
+        "new file to write, e.g. model.bin",
     )
-    shrink.add_argument("--workdir", required=True, help="the units-pruned run")
-    shrink.add_argument("--out", required=True, help="new (or empty) directory to write")
-    shrink.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
-    shrink.add_argument(
-        "--latency_repeats", type=int, default=20, help="timed passes per latency (median)"
-    )
-    shrink.add_argument("--verbose", action="store_true", help=verbose_help)
-    shrink.set_defaults(handler=cmd_shrink)
-    export_model = sub.add_parser(
-        "export", help="serialize a classifier's inference function (jax.export, StableHLO)"
-    )
-    export_model.add_argument("--workdir", required=True, help="a classifier or quantized run")
-    export_model.add_argument("--out", required=True, help="new file to write, e.g. model.bin")
-    export_model.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
-    export_model.add_argument("--verbose", action="store_true", help=verbose_help)
-    export_model.set_defaults(handler=cmd_export)
     compare = sub.add_parser(
         "compare",
         help="runs side by side: final metrics, steps/s, differing config fields, curves",
@@ -279,16 +308,16 @@ def add_parsers(sub: argparse._SubParsersAction, verbose_help: str) -> None:
         help="classifiers: measure test accuracy, parameter bytes, non-zero parameters and CPU "
         "latency here (the compression report)",
     )
-    compare.add_argument(
-        "--latency_repeats", type=int, default=20, help="--measure: timed passes per latency"
-    )
+    _add_latency_repeats(compare, "--measure: timed passes per latency")
     compare.add_argument("--verbose", action="store_true", help=verbose_help)
     compare.set_defaults(handler=cmd_compare)
-    sample = sub.add_parser(
-        "sample", help="generate text from a language-model run, or images from a generative one"
+    sample = _run_parser(
+        sub,
+        "sample",
+        "generate text from a language-model run, or images from a generative one",
+        cmd_sample,
+        verbose_help,
     )
-    sample.add_argument("--workdir", required=True)
-    sample.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
     sample.add_argument("--prompt", help="text to continue (UTF-8 bytes; language models)")
     sample.add_argument("--out", help="images: FILE.png (a grid) or FILE.npz (raw samples)")
     sample.add_argument("--class", dest="label", type=int, help="images: this class only")
@@ -301,5 +330,3 @@ def add_parsers(sub: argparse._SubParsersAction, verbose_help: str) -> None:
     sample.add_argument(
         "--num", type=int, default=None, help="how many samples (default 1 text, 64 images)"
     )
-    sample.add_argument("--verbose", action="store_true", help=verbose_help)
-    sample.set_defaults(handler=cmd_sample)

@@ -5,10 +5,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import ml_collections
+
+from jaxdl import train
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK_CNN = "experiments/digits_cnn.py:quick"
@@ -21,16 +22,7 @@ RESUME_OVERRIDES = (
 
 
 def train_command(workdir: Path, *overrides: str, config: str = QUICK_CNN) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "jaxdl.train",
-        "--config",
-        config,
-        "--workdir",
-        str(workdir),
-        *overrides,
-    ]
+    return train.command(config, workdir, *overrides)
 
 
 def run_train(

@@ -21,8 +21,6 @@ def compare_runs(
     """One report row per run (named after its directory); the PNG to `out` when given."""
     if not run_dirs:
         raise UserInputError("jaxdl compare needs at least one run directory.")
-    if latency_repeats < 1:
-        raise UserInputError(f"--latency_repeats {latency_repeats}: give at least 1.")
     if out is not None and out.exists():
         raise UserInputError(f"--out {out} already exists; give a new file name.")
     if out is not None and out.suffix.lower() != ".png":

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxdl.compression.inference import LATENCY_BATCHES
+from jaxdl.engine import plots
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -31,10 +32,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     """Test accuracy against parameter bytes, one point per row, named in the legend."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # Headless: servers and CI have no display.
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()
 
     fig, ax = plt.subplots(figsize=(8.5, 4))
     markers = "osD^v<>pP*Xh"

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl import data
+from jaxdl.engine import plots
 from jaxdl.engine.evaluation import restore_checkpoint
 from jaxdl.errors import UserInputError
 
@@ -102,10 +103,7 @@ def write_attention_maps(run_dir: Path, which: str, num_images: int, out: Path |
 def _plot(
     images: np.ndarray, labels: np.ndarray, maps: dict[str, np.ndarray], step: int, out: Path
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()
 
     rows, cols = len(images), 1 + len(maps)
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False)

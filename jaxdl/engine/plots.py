@@ -1,18 +1,26 @@
 """Training curves as a PNG: one panel per metric, train and validation together."""
 
 from pathlib import Path
+from typing import Any
 
 from jaxdl.engine.metrics_log import read_records
 
 SKIPPED = {"step", "split", "learning_rate", "grad_norm", "skipped_updates"}
 
 
-def plot_curves(workdir: Path, out_path: Path) -> Path | None:
-    # Imported here, once per run, not at every start of the CLI.
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (servers and CI have no display).
+    Imported on first use, not at every start of the CLI."""
     import matplotlib
 
-    matplotlib.use("Agg")  # Headless: runs on servers and CI without a display.
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(workdir: Path, out_path: Path) -> Path | None:
+    plt = pyplot()
 
     records = read_records(workdir)
     curves: dict[str, dict[str, tuple[list, list]]] = {}

@@ -13,13 +13,14 @@ the one with every first value) and `D/ablation.png`.
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from jaxdl import train
+from jaxdl.engine import plots
 from jaxdl.errors import UserInputError
 from jaxdl.studies import grid, stats
 
@@ -55,17 +56,7 @@ def _record_grid(out: Path, record: dict[str, Any]) -> None:
 
 def _train(config: str, workdir: Path, overrides: list[str]) -> int:
     workdir.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "jaxdl.train",
-        "--config",
-        config,
-        "--workdir",
-        str(workdir),
-        *overrides,
-        "--config.train.progress_bar=False",
-    ]
+    command = train.command(config, workdir, *overrides, "--config.train.progress_bar=False")
     with open(workdir.parent / f"{workdir.name}.log", "a") as log:
         return subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
 
@@ -141,10 +132,7 @@ def table(rows: list[dict[str, Any]], metric: str) -> str:
 
 def plot(rows: list[dict[str, Any]], metric: str, path: Path) -> None:
     """The cells' means with their 95% intervals, the baseline's mean as a dotted line."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # Headless: servers and CI have no display.
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
     means = [row["mean"] for row in rows]

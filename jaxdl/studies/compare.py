@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxdl import config as config_lib
-from jaxdl.engine import workdir
+from jaxdl.engine import plots, workdir
 from jaxdl.errors import UserInputError
 
 
@@ -93,10 +93,7 @@ def curve(run_dir: Path, metric: str) -> tuple[list[int], list[float]]:
 
 
 def plot_curves(runs: list[dict[str, Any]], metric: str, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # Headless: servers and CI have no display.
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()
 
     curves = {
         name: curve(Path(run["run"]), metric)
