@@ -21,10 +21,14 @@ train: install
 	$(PY) -m jaxdl.train --config $(EXPERIMENT) --workdir $(WORKDIR)
 
 # --durations: CI's budget is 25 minutes; the slowest tests are listed on every run.
+# The sweep tests start a throwaway PostgreSQL server: its binaries are installed here if missing
+# (as root with apt-get; elsewhere those tests skip, and say how to install them).
 test: install lint
+	scripts/ensure_postgres.sh
 	$(PY) -m pytest -m "not slow" -q --durations=15
 
 test-all: install lint
+	scripts/ensure_postgres.sh
 	$(PY) -m pytest -q
 
 # The model suite against PyTorch, then the engine's throughput (step alone, pipeline alone,

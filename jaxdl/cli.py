@@ -17,8 +17,9 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ml_collections
 from absl import flags
@@ -27,9 +28,19 @@ from ml_collections import config_flags
 from jaxdl import config as config_lib
 from jaxdl import huge_pages, run_commands
 from jaxdl.engine.preemption import EXIT_PREEMPTED, Preempted, Preemption
-from jaxdl.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, UserInputError, close_matches, one_line
+from jaxdl.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_DIVERGED,
+    UserInputError,
+    close_matches,
+    line_in,
+    one_line,
+)
 from jaxdl.run_commands import quiet_logs
 from jaxdl.studies import commands as study_commands
+
+if TYPE_CHECKING:  # The engine imports JAX: only after Preemption is set up (cmd_train).
+    from jaxdl.engine.loop_state import EvaluationCallback
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -70,7 +81,7 @@ def _load_experiment(path: Path, arg: str) -> ml_collections.ConfigDict:
     except Exception as error:  # The file is the user's code: any exception is bad input.
         raise UserInputError(
             f"experiment file {path} raised {type(error).__name__}: {one_line(error)}"
-            f"{_line_in(path, error)}; fix the file, or run with --verbose for the traceback."
+            f"{line_in(path, error)}; fix the file, or run with --verbose for the traceback."
         ) from error
     if not isinstance(config, ml_collections.ConfigDict):
         raise UserInputError(
@@ -78,21 +89,6 @@ def _load_experiment(path: Path, arg: str) -> ml_collections.ConfigDict:
             "ml_collections.ConfigDict; build it from jaxdl.config.base_config()."
         )
     return config
-
-
-def _line_in(path: Path, error: BaseException) -> str:
-    """' (line N)' for the innermost traceback frame in `path`, or '' when none is there."""
-    target = os.path.realpath(path)
-    # A SyntaxError in the file itself has no frame there: it was never run, only compiled.
-    syntax = isinstance(error, SyntaxError) and error.lineno and error.filename
-    if syntax and os.path.realpath(error.filename) == target:
-        return f" (line {error.lineno})"
-    frames = [
-        frame
-        for frame in traceback.extract_tb(error.__traceback__)
-        if os.path.realpath(frame.filename) == target
-    ]
-    return f" (line {frames[-1].lineno})" if frames else ""
 
 
 def _split_overrides(tokens: list[str]) -> list[tuple[str, str | None]]:
@@ -149,11 +145,16 @@ def parse_config(spec: str, override_tokens: list[str]) -> ml_collections.Config
     return flag_values.config
 
 
-def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
+def cmd_train(
+    args: argparse.Namespace,
+    rest: list[str],
+    evaluation_callbacks: Sequence["EvaluationCallback"] = (),
+) -> int:
+    """`jaxdl train`; `evaluation_callbacks` go to `loop.train(on_evaluation=...)`."""
     # From the start (before JAX is imported) SIGTERM and SIGINT stop the run cleanly.
     with Preemption() as preemption:
         try:
-            return _train(args, rest, preemption)
+            return _train(args, rest, preemption, evaluation_callbacks)
         except Preempted as stop:
             where = f" at step {stop.step}" if stop.step is not None else " before training"
             print(
@@ -218,7 +219,12 @@ def _start_processes(args: argparse.Namespace, preemption: Preemption) -> None:
     jax.distributed.initialize(**distributed)
 
 
-def _train(args: argparse.Namespace, rest: list[str], preemption: Preemption) -> int:
+def _train(
+    args: argparse.Namespace,
+    rest: list[str],
+    preemption: Preemption,
+    evaluation_callbacks: Sequence["EvaluationCallback"] = (),
+) -> int:
     from jaxdl.engine import init_from, loop, quality_monitor, sample_quality, workdir
     from jaxdl.engine.faults import FaultPlan
 
@@ -269,6 +275,7 @@ def _train(args: argparse.Namespace, rest: list[str], preemption: Preemption) ->
         run_info={"command": command},
         preemption=preemption,
         quality=quality,
+        on_evaluation=evaluation_callbacks,
     )
     print(json.dumps({k: summary[k] for k in ("final_metrics", "steps", "wall_seconds")}))
     if jax.process_index() == 0:  # The one process that writes them.
@@ -334,11 +341,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    evaluation_callbacks: Sequence["EvaluationCallback"] = (),
+) -> int:
+    """The `jaxdl` command on `argv`; its exit code. `evaluation_callbacks` (for callers in
+    Python, e.g. a sweep that prunes trials) are passed to `jaxdl train`'s loop; a run one of
+    them stops exits 0 with the callback's reason as its status."""
     args, rest = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.command == "train" and not args.workdir and not args.show_config:
             raise UserInputError("jaxdl train needs --workdir DIR (where the run's files go).")
+        if args.handler is cmd_train:
+            return cmd_train(args, rest, evaluation_callbacks=evaluation_callbacks)
         return args.handler(args, rest)
     except UserInputError as error:
         if getattr(args, "verbose", False):

@@ -23,6 +23,7 @@ os.environ["JAXDL_CACHE_DIR"] = _CLASSIFIER_CACHE
 
 import pytest  # noqa: E402 (after the environment above)
 
+from tests.postgres_server import postgres_url  # noqa: E402, F401 (fixture: a throwaway PostgreSQL server)
 from tests.run_helpers import RESUME_OVERRIDES, run_train  # noqa: E402
 
 

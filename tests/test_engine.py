@@ -10,7 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jaxdl import config as config_lib
-from jaxdl.engine import loop, workdir
+from jaxdl.engine import loop, loop_state, workdir
 from jaxdl.engine.checkpoints import Checkpointer
 from jaxdl.engine.fingerprint import tree_fingerprint
 from jaxdl.engine.metrics_log import MetricsLog, read_records
@@ -150,12 +150,13 @@ def test_validate_rejects_non_positive_counts(field):
 
 def test_validation_bookkeeping_in_min_mode_and_patience():
     config = _quick_mlp(monitor="loss", monitor_mode="min", patience=2)
-    book = loop._new_loop_state()
-    assert loop._record_validation(book, 10, {"loss": 0.5}, config)
-    assert loop._record_validation(book, 20, {"loss": 0.4}, config)
-    assert not loop._record_validation(book, 30, {"loss": 0.4}, config)  # Ties: no improvement.
+    book = loop_state.new_loop_state()
+    assert loop_state.record_validation(book, 10, {"loss": 0.5}, config)
+    assert loop_state.record_validation(book, 20, {"loss": 0.4}, config)
+    # Ties: no improvement.
+    assert not loop_state.record_validation(book, 30, {"loss": 0.4}, config)
     assert not book["stopped_early"]
-    assert not loop._record_validation(book, 40, {"loss": 0.6}, config)
+    assert not loop_state.record_validation(book, 40, {"loss": 0.6}, config)
     assert book["stopped_early"]
     assert (book["best_step"], book["best_metrics"]) == (20, {"loss": 0.4})
 
@@ -163,15 +164,15 @@ def test_validation_bookkeeping_in_min_mode_and_patience():
 def test_evaluations_before_monitor_from_are_not_candidates():
     config = _quick_mlp(monitor="loss", monitor_mode="min", patience=1)
     config.train.monitor_from = 20
-    book = loop._new_loop_state()
-    assert not loop._record_validation(book, 10, {"loss": 0.1}, config)
+    book = loop_state.new_loop_state()
+    assert not loop_state.record_validation(book, 10, {"loss": 0.1}, config)
     assert book["best_step"] is None and not book["stopped_early"]
-    assert loop._record_validation(book, 20, {"loss": 0.5}, config)
+    assert loop_state.record_validation(book, 20, {"loss": 0.5}, config)
     # A pruned run also waits for its target sparsity: prune.end = 0.6 of 40 quick steps.
     config.train.monitor_from = 0
     config.prune.sparsity = 0.5
-    assert loop._record_validation(loop._new_loop_state(), 24, {"loss": 0.5}, config)
-    assert not loop._record_validation(loop._new_loop_state(), 23, {"loss": 0.5}, config)
+    assert loop_state.record_validation(loop_state.new_loop_state(), 24, {"loss": 0.5}, config)
+    assert not loop_state.record_validation(loop_state.new_loop_state(), 23, {"loss": 0.5}, config)
 
 
 def _count_traces(plan, monkeypatch) -> dict[str, int]:

@@ -10,20 +10,21 @@ checkpoint), and non-finite updates (engine/nonfinite.py).
 
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from jaxdl import pruning
-from jaxdl.engine import image_grid, init_from, nonfinite, quality_monitor, steps
+from jaxdl.engine import image_grid, init_from, loop_state, nonfinite, quality_monitor, steps
 from jaxdl.engine.checkpoints import Checkpointer
 from jaxdl.engine.faults import FaultPlan
 from jaxdl.engine.fingerprint import count_params, tree_fingerprint
+from jaxdl.engine.loop_state import EvaluationCallback
 from jaxdl.engine.metrics_log import MetricsLog, format_metrics
 from jaxdl.engine.plots import plot_curves
 from jaxdl.engine.preemption import Preempted, Preemption
@@ -31,48 +32,7 @@ from jaxdl.engine.run_facts import Throughput, describe_topology, topology
 from jaxdl.engine.setup import Setup, adopt_structure, setup, with_learning_rate_scale
 from jaxdl.engine.workdir import SUMMARY_FILE, write_json
 
-__all__ = ["Setup", "Throughput", "setup", "train"]
-
-
-def _new_loop_state() -> dict[str, Any]:
-    return {
-        "best_score": None,
-        "best_step": None,
-        "best_metrics": {},
-        "evals_since_best": 0,
-        "stopped_early": False,
-        "wall_seconds": 0.0,
-        "timed_steps": 0,
-        "timed_seconds": 0.0,
-        # The log window's tallies at the checkpoint (steps.tally_to_host), so a run saved
-        # between two log steps logs the same window means when resumed.
-        "window": None,
-        "nonfinite": {"skipped_updates": 0, "rollbacks": [], "learning_rate_scale": 1.0},
-    }
-
-
-def _with_defaults(loop: dict[str, Any]) -> dict[str, Any]:
-    """Loop bookkeeping from a checkpoint; those of earlier versions lack the newer keys."""
-    return {**_new_loop_state(), **loop}
-
-
-def _record_validation(
-    loop: dict[str, Any], step: int, val: dict[str, float], config: ml_collections.ConfigDict
-) -> bool:
-    """Updates best step and patience in the loop bookkeeping; True when `val` is a new best.
-    Evaluations before `pruning.monitor_from` (e.g. of a half-pruned model) are not candidates."""
-    train = config.train
-    if step < pruning.monitor_from(config):
-        return False
-    sign = 1.0 if train.monitor_mode == "max" else -1.0
-    score = sign * val[train.monitor]
-    improved = loop["best_score"] is None or score > loop["best_score"]
-    if improved:
-        loop.update(best_score=score, best_step=step, best_metrics=val, evals_since_best=0)
-    else:
-        loop["evals_since_best"] += 1
-    loop["stopped_early"] = bool(train.patience and loop["evals_since_best"] >= train.patience)
-    return improved
+__all__ = ["EvaluationCallback", "Setup", "Throughput", "setup", "train"]
 
 
 def _describe(plan: Setup, num_params: int, step: int) -> str:
@@ -94,8 +54,10 @@ class _Run:
         faults: FaultPlan,
         preemption: Preemption,
         quality: quality_monitor.SampleQuality | None,
+        on_evaluation: Sequence[EvaluationCallback] = (),
     ):
         self.base_plan, self.plan, self.quality = plan, plan, quality
+        self.on_evaluation = tuple(on_evaluation)
         self.workdir, self.faults, self.preemption = workdir, faults, preemption
         train = plan.config.train
         # Read once: a ConfigDict attribute costs microseconds, and the loop runs per step.
@@ -117,21 +79,19 @@ class _Run:
         self.feed = steps.open_batch_feed(plan)
         self.log: MetricsLog | None = None
         self.bar: tqdm | None = None
-        self.stop_reason: str | None = None
         self.wall_start = time.perf_counter()
         restored = self.checkpointer.restore_newest_readable(
             plan.abstract_state, self.feed, tqdm.write
         )
         if restored is None:
             self.state = init_from.start_state(plan, workdir, tqdm.write)
-            self.loop = _new_loop_state()
+            self.loop = loop_state.new_loop_state()
         else:
             restored_step, self.state, loop = restored
-            self.loop = _with_defaults(loop)
+            self.loop = loop_state.with_defaults(loop)
             self._report_topology(restored_step)
         self.step = int(jax.device_get(self.state.step))
-        if self.loop["nonfinite"].get("stopped"):  # Killed after the stop, before the summary.
-            self.stop_reason = "diverged"
+        self.stop_reason = loop_state.stop_reason(self.loop)  # Killed after a stop: no training.
         self._compile()
         self.log = MetricsLog(workdir, resume_step=self.step, enabled=self.writer)
 
@@ -207,7 +167,12 @@ class _Run:
                 self.log.write(step, "val", val)
                 tqdm.write(f"step {step}: val {format_metrics(val)}")
                 self._write_images(step)
-                improved = _record_validation(self.loop, step, val, config)
+                improved = loop_state.record_validation(self.loop, step, val, config)
+                reason = loop_state.ask_callbacks(self.loop, self.on_evaluation, step, val)
+                if reason:
+                    tqdm.write(f"jaxdl: stopped at step {step} by an evaluation callback: {reason}")
+                    self.stop_reason = reason
+                    break  # Saved once, after the loop.
             if do_checkpoint or improved or self.loop["stopped_early"] or preempted:
                 self._save(wait=preempted)
             if preempted:
@@ -302,7 +267,7 @@ class _Run:
             self.feed.close()
             self.feed = steps.open_batch_feed(self.base_plan)
             state = init_from.start_state(self.base_plan, self.workdir, tqdm.write)
-            loop = _new_loop_state()
+            loop = loop_state.new_loop_state()
         else:
             _, state, loop = restored
         scale = record["learning_rate_scale"] * train.nonfinite_lr_factor
@@ -312,7 +277,7 @@ class _Run:
             {"at_step": self.step, "streak_start": start, "to_step": target, "scale": scale},
         ]
         record["learning_rate_scale"] = scale
-        self.loop = {**_with_defaults(loop), "nonfinite": record}
+        self.loop = {**loop_state.with_defaults(loop), "nonfinite": record}
         self.state, self.step = state, target
         self._compile()
         self.log.rewind(target)
@@ -364,6 +329,7 @@ class _Run:
             "steps": self.step,
             "stopped_early": loop["stopped_early"],
             "nonfinite": loop["nonfinite"],
+            **({"stopped_by": loop["stopped_by"]} if loop["stopped_by"] else {}),
             "wall_seconds": round(loop["wall_seconds"] + time.perf_counter() - self.wall_start, 3),
             "steps_per_second": self.throughput.steps_per_second,
             "params_fingerprint": tree_fingerprint(self.plan.task.params(self.state)),
@@ -399,13 +365,16 @@ def train(
     run_info: dict[str, Any] | None = None,
     preemption: Preemption | None = None,
     quality: quality_monitor.SampleQuality | None = None,
+    on_evaluation: Sequence[EvaluationCallback] = (),
 ) -> dict[str, Any]:
     """Trains to the end (or early stop), resuming from the newest readable checkpoint.
 
     `run_info` (e.g. the command line) is copied into summary.json as is. With `preemption`
     (the CLI's), SIGTERM and SIGINT end the run with a checkpoint and raise `Preempted`.
     `quality` measures a generative run's samples (engine/quality_monitor.py); left out, it is
-    opened from the config when the config asks for it.
+    opened from the config when the config asks for it. `on_evaluation` callbacks
+    (loop_state.EvaluationCallback) see each validation's step and metrics; the first to return
+    a reason (e.g. "pruned") stops the run there, saved, tested, with that reason as its status.
     """
     # Never entered, so no handlers: library callers (tests, benchmarks) are never preempted.
     preemption = preemption or Preemption()
@@ -413,7 +382,7 @@ def train(
     jax.config.update("jax_debug_nans", bool(plan.config.get("debug_nans", False)))
     try:
         quality = quality or quality_monitor.open_for(plan)
-        run = _Run(plan, workdir, faults or FaultPlan(), preemption, quality)
+        run = _Run(plan, workdir, faults or FaultPlan(), preemption, quality, on_evaluation)
         try:
             with preemption.deferring():
                 run.train()

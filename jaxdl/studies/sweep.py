@@ -1,0 +1,423 @@
+"""`jaxdl sweep`: an Optuna study whose trials are ordinary jaxdl runs.
+
+Each worker (a thread here, `--workers` of them) takes a trial under the study-wide lock
+(study_store.py), draws its overrides from the space (space.py) and trains it as
+`python -m jaxdl.studies.trial` (trial.py) in `DIR/trials/NNNN/`, where the engine's evaluation
+callback reports the validation metric to the study and stops the run if the pruner says so.
+The trial's value is its best validation value of the experiment's `train.monitor` (the one its
+best checkpoint was chosen by), in the monitor's direction.
+
+The study lives in the storage (SQLite in DIR by default), so the same command continues a
+stopped sweep and, given one `--storage` URL, several machines share one: `--trials` counts
+every trial of the study. A trial interrupted anywhere is taken again with the same values and
+resumes from its checkpoint. Samplers are re-seeded per trial from `--seed` and the trial's
+number, so a sweep that was killed and continued draws what an uninterrupted one draws.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import optuna
+from optuna.trial import TrialState
+
+from jaxdl.engine.preemption import EXIT_PREEMPTED
+from jaxdl.errors import EXIT_DIVERGED, UserInputError
+from jaxdl.studies import space as space_lib
+from jaxdl.studies import study_store
+
+SWEEP_FILE = "sweep.json"
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "hyperband", "none")
+OVERRIDES_ATTR = "jaxdl_overrides"
+RESULT_ATTR = "jaxdl_result"
+
+
+@dataclasses.dataclass(frozen=True)
+class Definition:
+    """What makes a sweep this sweep: recorded in DIR/sweep.json and in the study."""
+
+    config: str
+    fixed: tuple[str, ...]
+    space: dict[str, Any]
+    sampler: str
+    pruner: str
+    seed: int
+    study: str
+    metric: str
+    direction: str
+    num_steps: int
+    eval_every: int
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # Tuples as lists, as read back.
+
+
+def make_definition(
+    config_spec: str,
+    fixed: list[str],
+    space: space_lib.Space,
+    base: ml_collections.ConfigDict,
+    sampler: str,
+    pruner: str,
+    seed: int,
+    study: str,
+) -> Definition:
+    if sampler not in SAMPLERS:
+        raise UserInputError(f"--sampler {sampler}: choose one of {', '.join(SAMPLERS)}.")
+    if pruner not in PRUNERS:
+        raise UserInputError(f"--pruner {pruner}: choose one of {', '.join(PRUNERS)}.")
+    train = base.train
+    direction = "maximize" if train.monitor_mode == "max" else "minimize"
+    return Definition(
+        config_spec,
+        tuple(fixed),
+        space.identity(),
+        sampler,
+        pruner,
+        seed,
+        study,
+        train.monitor,
+        direction,
+        train.num_steps,
+        train.eval_every,
+    )
+
+
+def check_dir(out: Path, definition: Definition, url: str) -> bool:
+    """True if `out` already holds this sweep; refuses a directory that holds anything else."""
+    path = out / SWEEP_FILE
+    if path.is_file():
+        saved = read_record(out)
+        if saved.get("definition") != definition.to_json():
+            differing = sorted(
+                key
+                for key, value in definition.to_json().items()
+                if saved.get("definition", {}).get(key) != value
+            )
+            raise UserInputError(
+                f"--dir {out} holds another sweep (it differs in {', '.join(differing)}); run "
+                "the command that started it to continue it, or give a new --dir."
+            )
+        if saved.get("storage") != study_store.masked(url):
+            raise UserInputError(
+                f"--dir {out} keeps its study in {saved.get('storage')}; give that --storage."
+            )
+        return True
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserInputError(f"--dir {out} exists and holds no sweep; give a new or empty one.")
+    return False
+
+
+def write_record(out: Path, definition: Definition, url: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"definition": definition.to_json(), "storage": study_store.masked(url)}
+    (out / SWEEP_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def read_record(out: Path) -> dict[str, Any]:
+    path = out / SWEEP_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserInputError(f"--dir {out} holds no sweep ({path} is missing).") from None
+    except (OSError, ValueError) as error:
+        raise UserInputError(f"{path} cannot be read ({error}); give another --dir.") from None
+
+
+def read_definition(out: Path) -> Definition:
+    saved = read_record(out)["definition"]
+    return Definition(**{**saved, "fixed": tuple(saved["fixed"])})
+
+
+def make_pruner(definition: Definition) -> optuna.pruners.BasePruner:
+    """The pruner, the same in the sweep and in every trial process (trial.py)."""
+    if definition.pruner == "median":
+        # No verdict before 4 trials have finished, nor in a run's first quarter: early
+        # validation values are noisy and every learning rate looks alike at warm-up.
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=4, n_warmup_steps=definition.num_steps // 4
+        )
+    if definition.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=definition.eval_every,
+            max_resource=definition.num_steps,
+            reduction_factor=3,
+        )
+    return optuna.pruners.NopPruner()
+
+
+def make_sampler(
+    definition: Definition, number: int, trials: int, grid: dict[str, list[Any]] | None
+) -> optuna.samplers.BaseSampler:
+    """A sampler seeded for the trial that takes `number`: the draws do not depend on when a
+    process started, only on the study's history."""
+    seed = (definition.seed * 1_000_003 + number) % 2**32
+    if definition.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if definition.sampler == "grid":
+        # The seed shuffles the grid itself: the same for every trial, or points repeat.
+        return optuna.samplers.GridSampler(grid, seed=definition.seed)
+    # Random draws for the first half of a short sweep (up to Optuna's default of 10), then TPE.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(4, trials // 2)))
+
+
+def grid_size(grid: dict[str, list[Any]]) -> int:
+    return math.prod(len(values) for values in grid.values())
+
+
+def open_study(storage: optuna.storages.BaseStorage, definition: Definition) -> optuna.study.Study:
+    """Creates the study or joins it; a study of the same name with another definition exits 2."""
+    study = optuna.create_study(
+        storage=storage,
+        study_name=definition.study,
+        direction=definition.direction,
+        load_if_exists=True,
+    )
+    recorded = study.user_attrs.get("jaxdl_sweep")
+    if recorded is None:
+        study.set_user_attr("jaxdl_sweep", definition.to_json())
+    elif recorded != definition.to_json():
+        differing = sorted(k for k, v in definition.to_json().items() if recorded.get(k) != v)
+        raise UserInputError(
+            f"the study {definition.study!r} in this storage is another sweep (it differs in "
+            f"{', '.join(differing)}); run the command that started it, or give another "
+            "--study or --dir."
+        )
+    return study
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    number: int
+    trial_id: int
+    overrides: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """What one worker's trials may use: CPU cores, and GPUs where there are enough."""
+
+    index: int
+    cpus: tuple[int, ...]
+    env: dict[str, str]
+
+
+def _gpu_ids() -> list[str]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [part for part in visible.split(",") if part.strip()]
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return [str(i) for i in range(len(list(gpus.iterdir())))] if gpus.is_dir() else []
+
+
+def worker_slots(workers: int) -> list[Slot]:
+    """Splits this machine's CPU cores (and GPUs, if at least one each) between the workers."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    gpus = _gpu_ids()
+    slots = []
+    for index in range(workers):
+        share = tuple(cpus[index::workers]) if len(cpus) >= workers else tuple(cpus)
+        env = {}
+        if len(gpus) >= workers:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[index::workers])
+        slots.append(Slot(index, share, env))
+    return slots
+
+
+def trial_dir(out: Path, number: int) -> Path:
+    return out / "trials" / f"{number:04d}"
+
+
+RunTrial = Callable[[Job, Slot], int]
+
+
+class Sweep:
+    """Runs the study's trials with `workers` threads until it holds `trials` finished ones."""
+
+    def __init__(
+        self,
+        definition: Definition,
+        space: space_lib.Space,
+        url: str,
+        out: Path,
+        trials: int,
+        report: Callable[[str], None] = print,
+    ):
+        self.definition, self.space, self.url, self.out = definition, space, url, out
+        self.trials, self.report = trials, report
+        self.grid = space.grid() if definition.sampler == "grid" else None
+        self.storage = study_store.open_storage(url)
+        self.study = open_study(self.storage, definition)
+        self.study_id = self.storage.get_study_id_from_name(definition.study)
+        self.lock = study_store.AskLock(url, definition.study)
+        self.stopping = threading.Event()
+        self.children: dict[int, subprocess.Popen] = {}
+        self.failed = 0
+        self._count_lock = threading.Lock()
+
+    def take(self) -> Job | None:
+        """The next trial for this worker: a waiting one, else a new one while under budget."""
+        with self.lock.held():
+            released = study_store.release_orphans(self.storage, self.study_id)
+            if released:
+                self.report(f"taking up interrupted trial(s) {', '.join(map(str, released))}")
+            everything = self.storage.get_all_trials(self.study_id, deepcopy=False)
+            waiting = any(t.state == TrialState.WAITING for t in everything)
+            if not waiting and len(everything) >= self.trials:
+                return None
+            study = optuna.load_study(
+                study_name=self.definition.study,
+                storage=self.storage,
+                sampler=make_sampler(self.definition, len(everything), self.trials, self.grid),
+                pruner=make_pruner(self.definition),
+            )
+            trial = study.ask()
+            trial_id = self.storage.get_trial_id_from_study_id_trial_number(
+                self.study_id, trial.number
+            )
+            study_store.mark_taken(self.storage, trial_id, os.getpid())
+            try:
+                overrides = self.space.overrides(trial)
+            except UserInputError:
+                self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+                raise
+            self.storage.set_trial_user_attr(trial_id, OVERRIDES_ATTR, overrides)
+            return Job(trial.number, trial_id, tuple(overrides))
+
+    def command(self, job: Job, slot: Slot) -> list[str]:
+        cpus = ["--cpus", ",".join(map(str, slot.cpus))] if slot.cpus else []
+        return [
+            sys.executable,
+            "-m",
+            "jaxdl.studies.trial",
+            "--dir",
+            str(self.out),
+            "--trial",
+            str(job.number),
+            "--parent",
+            str(os.getpid()),
+            *cpus,
+            "--",
+            "--config",
+            self.definition.config,
+            "--workdir",
+            str(trial_dir(self.out, job.number)),
+            *self.definition.fixed,
+            *job.overrides,
+            "--config.train.progress_bar=False",
+        ]
+
+    def run_subprocess(self, job: Job, slot: Slot) -> int:
+        """Trains the trial in its own process; refreshes the heartbeat while it runs."""
+        log_path = trial_dir(self.out, job.number).with_suffix(".log")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **slot.env, "JAXDL_SWEEP_STORAGE": self.url}
+        with open(log_path, "a") as log:
+            child = subprocess.Popen(
+                self.command(job, slot), stdout=log, stderr=subprocess.STDOUT, env=env
+            )
+            self.children[job.number] = child
+            try:
+                while True:
+                    try:
+                        return child.wait(timeout=study_store.HEARTBEAT_SECONDS)
+                    except subprocess.TimeoutExpired:
+                        study_store.beat(self.storage, job.trial_id)
+            finally:
+                self.children.pop(job.number, None)
+
+    def finish(self, job: Job, code: int) -> str:
+        """Tells the study how the trial ended; returns a word for the progress line."""
+        summary_path = trial_dir(self.out, job.number) / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+        if code == EXIT_PREEMPTED or (code != 0 and self.stopping.is_set()):
+            # Stopped with a checkpoint: it waits for this or another worker to resume it.
+            self.storage.set_trial_state_values(job.trial_id, TrialState.WAITING)
+            return "stopped (resumes on the next start)"
+        if summary is not None:
+            result = {
+                "status": summary.get("status"),
+                "steps": summary.get("steps"),
+                "wall_seconds": summary.get("wall_seconds"),
+                "final_metrics": summary.get("final_metrics", {}),
+            }
+            self.storage.set_trial_user_attr(job.trial_id, RESULT_ATTR, result)
+        value = (summary or {}).get("best_metrics", {}).get(f"val/{self.definition.metric}")
+        if code == 0 and summary and summary.get("status") == "pruned":
+            self.study.tell(job.number, state=TrialState.PRUNED)
+            return f"pruned at step {summary.get('steps')}"
+        if code == 0 and value is not None and math.isfinite(value):
+            self.study.tell(job.number, value)
+            return f"val/{self.definition.metric} {value:.4g}"
+        self.study.tell(job.number, state=TrialState.FAIL)
+        with self._count_lock:
+            self.failed += 1
+        why = "diverged" if code == EXIT_DIVERGED else f"exit code {code}"
+        return f"failed ({why}; see {trial_dir(self.out, job.number)}.log)"
+
+    def work(self, slot: Slot, run_trial: RunTrial) -> None:
+        while not self.stopping.is_set():
+            job = self.take()
+            if job is None:
+                return
+            self.report(f"trial {job.number}: {' '.join(job.overrides)}")
+            start = time.perf_counter()
+            outcome = self.finish(job, run_trial(job, slot))
+            self.report(f"trial {job.number}: {outcome} ({time.perf_counter() - start:.0f} s)")
+
+    def run(self, workers: int, run_trial: RunTrial | None = None) -> None:
+        """Runs until the budget is spent; SIGINT/SIGTERM stop it with every trial resumable."""
+        run_trial = run_trial or self.run_subprocess
+        errors: list[BaseException] = []
+
+        def work(slot: Slot) -> None:
+            try:
+                self.work(slot, run_trial)
+            except BaseException as error:  # Stop the others; raised in the main thread.
+                errors.append(error)
+                self.stopping.set()
+
+        threads = [
+            threading.Thread(target=work, args=(slot,), daemon=True)
+            for slot in worker_slots(workers)
+        ]
+        previous = self._catch_signals()
+        try:
+            for thread in threads:
+                thread.start()
+            while any(thread.is_alive() for thread in threads):
+                for thread in threads:
+                    thread.join(timeout=0.2)
+        finally:
+            self._restore_signals(previous)
+            self.lock.close()
+        if errors:
+            raise errors[0]
+
+    def _catch_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def stop(signum: int, frame: Any) -> None:
+            self.report(f"stopping ({signal.Signals(signum).name}): the trials save and pause")
+            self.stopping.set()
+            for child in list(self.children.values()):
+                child.send_signal(signal.SIGTERM)  # Each saves a checkpoint and exits 75.
+
+        return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
