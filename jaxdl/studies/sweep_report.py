@@ -86,8 +86,9 @@ def _save(axes: Any, path: Path) -> None:
     plots.pyplot().close(figure)
 
 
-def write_plots(study: optuna.study.Study, out: Path) -> list[str]:
-    """Optuna's matplotlib plots; those the study cannot support yet are left out."""
+def write_plots(study: optuna.study.Study, out: Path, target: str) -> list[str]:
+    """Optuna's matplotlib plots; those the study cannot support yet are left out. `target`
+    names the objective on their axes."""
     plots.pyplot()  # The Agg backend before Optuna imports pyplot.
     from optuna.visualization import matplotlib as optuna_plots
 
@@ -97,12 +98,15 @@ def write_plots(study: optuna.study.Study, out: Path) -> list[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if complete:
-            _save(optuna_plots.plot_optimization_history(study), out / "history.png")
+            _save(
+                optuna_plots.plot_optimization_history(study, target_name=target),
+                out / "history.png",
+            )
             written.append("history.png")
         if len(complete) >= 2 and varied:
             evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # Same plot twice.
             _save(
-                optuna_plots.plot_param_importances(study, evaluator=evaluator),
+                optuna_plots.plot_param_importances(study, evaluator=evaluator, target_name=target),
                 out / "importances.png",
             )
             written.append("importances.png")
@@ -146,5 +150,5 @@ def write_report(study: optuna.study.Study, definition: sweep_lib.Definition, ou
     text = "\n".join(lines) + "\n"
     (out / "sweep.md").write_text(text)
     (out / "sweep_trials.json").write_text(json.dumps(rows, indent=2) + "\n")
-    written = write_plots(study, out)
+    written = write_plots(study, out, f"best val/{definition.metric}")
     return text + f"\nwrote {out}/sweep.md, sweep_trials.json" + "".join(f", {w}" for w in written)
