@@ -226,6 +226,27 @@ def test_another_workers_running_trial_is_left_alone(tmp_path):
     assert study_store.release_orphans(sweep.storage, sweep.study_id) == [job.number]
 
 
+@pytest.mark.parametrize("pruner", ["median", "hyperband", "none"])
+def test_the_trial_reporter_records_every_evaluation(tmp_path, pruner):
+    from jaxdl.cli import parse_config
+    from jaxdl.studies import trial
+
+    out = tmp_path / pruner
+    space = space_lib.load(None, [LR])
+    definition = sweep_lib.make_definition(
+        QUICK, [], space, parse_config(QUICK, []), "random", pruner, 0, "r"
+    )
+    url = study_store.default_url(out)
+    sweep = sweep_lib.Sweep(definition, space, url, out, 3, report=lambda line: None)
+    sweep_lib.write_record(out, definition, url)
+    job = sweep.take()
+    reporter = trial.reporter_for(out, job.number, url)
+    # The first trial: no pruner stops it (nothing to compare with); NaN is not reported.
+    assert [reporter(step, {"loss": 1.0 / step}) for step in (20, 40)] == [None, None]
+    assert reporter(60, {"loss": float("nan")}) is None
+    assert sweep.storage.get_trial(job.trial_id).intermediate_values == {20: 0.05, 40: 0.025}
+
+
 # Bad input: one line, exit 2, nothing written.
 
 

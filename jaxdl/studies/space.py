@@ -173,7 +173,8 @@ class Space:
         """What makes two sweeps the same search (recorded with the study)."""
         digest = hashlib.sha256(self.file.read_bytes()).hexdigest()[:16] if self.file else None
         return {
-            "space_file": str(self.file) if self.file else None,
+            # The name, not the path: machines sharing a study keep the file in other places.
+            "space_file": self.file.name if self.file else None,
             "space_sha256": digest,
             "params": [param.text for param in self.params],
         }

@@ -333,9 +333,15 @@ class Sweep:
                     try:
                         return child.wait(timeout=study_store.HEARTBEAT_SECONDS)
                     except subprocess.TimeoutExpired:
-                        study_store.beat(self.storage, job.trial_id)
+                        self._beat(job)
             finally:
                 self.children.pop(job.number, None)
+
+    def _beat(self, job: Job) -> None:
+        try:
+            study_store.beat(self.storage, job.trial_id)
+        except Exception as error:  # A storage hiccup must not stop a trial that trains on.
+            self.report(f"trial {job.number}: heartbeat not written ({type(error).__name__})")
 
     def finish(self, job: Job, code: int) -> str:
         """Tells the study how the trial ended; returns a word for the progress line."""
