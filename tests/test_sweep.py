@@ -226,6 +226,24 @@ def test_another_workers_running_trial_is_left_alone(tmp_path):
     assert study_store.release_orphans(sweep.storage, sweep.study_id) == [job.number]
 
 
+def test_a_sweep_waits_for_a_trial_held_elsewhere_and_takes_it_up_if_its_holder_dies(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(study_store, "HEARTBEAT_SECONDS", 0.1)
+    out = tmp_path / "w"
+    sweep = make_sweep(out, trials=1)
+    job = sweep.take()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
+    study_store.mark_taken(sweep.storage, job.trial_id, holder.pid)  # Alive, for 2 s.
+    lines, fake = [], FakeTraining(out)
+    sweep.report = lines.append
+    sweep.run(1, fake)  # The budget is spent, but trial 0 is not finished: wait, then take it.
+    holder.wait()
+    assert "waiting for trial(s) 0 elsewhere" in lines
+    assert "taking up interrupted trial(s) 0" in lines
+    assert fake.runs == [0] and drawn(sweep)[0][1] == "COMPLETE"
+
+
 @pytest.mark.parametrize("pruner", ["median", "hyperband", "none"])
 def test_the_trial_reporter_records_every_evaluation(tmp_path, pruner):
     from jaxdl.cli import parse_config

@@ -372,11 +372,31 @@ class Sweep:
         why = "diverged" if code == EXIT_DIVERGED else f"exit code {code}"
         return f"failed ({why}; see {trial_dir(self.out, job.number)}.log)"
 
+    def running_elsewhere(self) -> list[int]:
+        """Unfinished trials another process holds: the sweep is not over until they are (and
+        if their worker is gone, `take` gets them once that is known)."""
+        mine = study_store.owner()
+        return [
+            trial.number
+            for trial in self.storage.get_all_trials(
+                self.study_id, deepcopy=False, states=(TrialState.RUNNING,)
+            )
+            if trial.user_attrs.get(study_store.OWNER_ATTR) != mine
+        ]
+
     def work(self, slot: Slot, run_trial: RunTrial) -> None:
+        waited_for: list[int] = []
         while not self.stopping.is_set():
             job = self.take()
             if job is None:
-                return
+                elsewhere = self.running_elsewhere()
+                if not elsewhere:
+                    return
+                if elsewhere != waited_for:
+                    self.report(f"waiting for trial(s) {', '.join(map(str, elsewhere))} elsewhere")
+                    waited_for = elsewhere
+                self.stopping.wait(study_store.HEARTBEAT_SECONDS)
+                continue
             self.report(f"trial {job.number}: {' '.join(job.overrides)}")
             start = time.perf_counter()
             outcome = self.finish(job, run_trial(job, slot))
