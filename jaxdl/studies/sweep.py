@@ -347,7 +347,9 @@ class Sweep:
         """Tells the study how the trial ended; returns a word for the progress line."""
         summary_path = trial_dir(self.out, job.number) / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-        if code == EXIT_PREEMPTED or (code != 0 and self.stopping.is_set()):
+        # summary.json is the run's last write: with it the trial is over, whatever the exit
+        # code (a SIGTERM after it is a stop that came too late to matter).
+        if summary is None and (code == EXIT_PREEMPTED or (code != 0 and self.stopping.is_set())):
             # Stopped with a checkpoint: it waits for this or another worker to resume it.
             self.storage.set_trial_state_values(job.trial_id, TrialState.WAITING)
             return "stopped (resumes on the next start)"
@@ -360,16 +362,17 @@ class Sweep:
             }
             self.storage.set_trial_user_attr(job.trial_id, RESULT_ATTR, result)
         value = (summary or {}).get("best_metrics", {}).get(f"val/{self.definition.metric}")
-        if code == 0 and summary and summary.get("status") == "pruned":
+        status = (summary or {}).get("status")
+        if status == "pruned":
             self.study.tell(job.number, state=TrialState.PRUNED)
             return f"pruned at step {summary.get('steps')}"
-        if code == 0 and value is not None and math.isfinite(value):
+        if status in ("completed", "stopped_early") and value is not None and math.isfinite(value):
             self.study.tell(job.number, value)
             return f"val/{self.definition.metric} {value:.4g}"
         self.study.tell(job.number, state=TrialState.FAIL)
         with self._count_lock:
             self.failed += 1
-        why = "diverged" if code == EXIT_DIVERGED else f"exit code {code}"
+        why = status or ("diverged" if code == EXIT_DIVERGED else f"exit code {code}")
         return f"failed ({why}; see {trial_dir(self.out, job.number)}.log)"
 
     def running_elsewhere(self) -> list[int]:

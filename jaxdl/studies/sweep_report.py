@@ -95,6 +95,8 @@ def write_plots(study: optuna.study.Study, out: Path, target: str) -> list[str]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     varied = {name for trial in complete for name in trial.params}
     written = []
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # "Study instance does not contain..."
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if complete:
@@ -115,6 +117,7 @@ def write_plots(study: optuna.study.Study, out: Path, target: str) -> list[str]:
             axes.get_legend() and axes.get_legend().remove()  # One entry per trial: unreadable.
             _save(axes, out / "intermediate.png")
             written.append("intermediate.png")
+    optuna.logging.set_verbosity(verbosity)
     return written
 
 
