@@ -27,6 +27,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.init_from = ""
 
     config.task = ml_collections.ConfigDict({"name": "classification", "label_smoothing": 0.0})
+    # ANCHOR issue 15: adversarial training fields (config.task.adversarial...) go here.
+    # ANCHOR issue 15: imbalanced-data loss fields (config.task.class_weighting...) go here.
     # Compression while training a classifier (jaxdl/compression/, README "Compression").
     # Quantization-aware training: scheme int8, int4 or fp8 ('' off); mode dynamic or weight.
     config.quant = ml_collections.ConfigDict({"scheme": "", "mode": "dynamic"})
@@ -75,6 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.classes = ()
     config.data.train_examples_per_class = 0
     config.data.image_size = 0  # Side images are resized to by datasets of mixed sizes (0: native).
+    # ANCHOR issue 15: imbalanced-data fields (config.data.imbalance_ratio, sampler) go here.
 
     # Each experiment adds its family's fields; dtype is the compute dtype (params stay float32).
     config.model = ml_collections.ConfigDict({"name": "mlp", "dtype": "float32"})
@@ -225,6 +228,10 @@ ADDED_FIELDS = {
         "prune.end",
         "prune.every",
         "train.monitor_from",
+    ),
+    "0.6.0": (
+        # ANCHOR issue 15: adversarial training fields.
+        # ANCHOR issue 15: imbalanced-data fields.
     ),
 }
 
