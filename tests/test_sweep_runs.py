@@ -90,10 +90,13 @@ def _processes_mentioning(text: str) -> list[int]:
 
 def test_a_sweep_killed_mid_trial_ends_like_an_uninterrupted_one(tmp_path):
     longer = "--config.train.num_steps=120"  # Still training when its step-20 checkpoint is done.
-    whole = tmp_path / "whole"
-    result = subprocess.run(sweep_command(whole, 3, longer), capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-
+    whole = tmp_path / "whole"  # The uninterrupted sweep, beside the one that is killed.
+    uninterrupted = subprocess.Popen(
+        sweep_command(whole, 3, longer),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     killed = tmp_path / "killed"
     sweep = subprocess.Popen(
         sweep_command(killed, 3, longer), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -115,6 +118,7 @@ def test_a_sweep_killed_mid_trial_ends_like_an_uninterrupted_one(tmp_path):
     assert "taking up interrupted trial(s) 1" in result.stdout
     log = sweep_lib.trial_dir(killed, 1).with_suffix(".log").read_text()
     assert "resuming at step" in log  # From its checkpoint, not from the start.
+    assert uninterrupted.wait(timeout=600) == 0, uninterrupted.stderr.read()[-3000:]
     reference = outcome(completed(study_store.default_url(whole), "whole"))
     assert outcome(completed(study_store.default_url(killed), "killed")) == reference
     assert [t[1] for t in reference] == ["COMPLETE"] * 3
