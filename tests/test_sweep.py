@@ -15,7 +15,7 @@ import pytest
 
 from jaxdl.errors import UserInputError
 from jaxdl.studies import space as space_lib
-from jaxdl.studies import study_store
+from jaxdl.studies import study_store, sweep_definition
 from jaxdl.studies import sweep as sweep_lib
 from tests.test_cli_errors import QUICK, assert_error, run_cli, snapshot
 
@@ -142,11 +142,13 @@ def make_sweep(out: Path, trials: int, sampler: str = "tpe", seed: int = 0, para
 
     space = space_lib.load(None, list(params))
     base = parse_config(QUICK, [])
-    definition = sweep_lib.make_definition(QUICK, [], space, base, sampler, "none", seed, "s")
+    definition = sweep_definition.make_definition(
+        QUICK, [], space, base, sampler, "none", seed, "s"
+    )
     url = study_store.default_url(out)
-    sweep_lib.check_dir(out, definition, url)
+    sweep_definition.check_dir(out, definition, url)
     sweep = sweep_lib.Sweep(definition, space, url, out, trials, report=lambda line: None)
-    sweep_lib.write_record(out, definition, url)
+    sweep_definition.write_record(out, definition, url)
     return sweep
 
 
@@ -251,12 +253,12 @@ def test_the_trial_reporter_records_every_evaluation(tmp_path, pruner):
 
     out = tmp_path / pruner
     space = space_lib.load(None, [LR])
-    definition = sweep_lib.make_definition(
+    definition = sweep_definition.make_definition(
         QUICK, [], space, parse_config(QUICK, []), "random", pruner, 0, "r"
     )
     url = study_store.default_url(out)
     sweep = sweep_lib.Sweep(definition, space, url, out, 3, report=lambda line: None)
-    sweep_lib.write_record(out, definition, url)
+    sweep_definition.write_record(out, definition, url)
     job = sweep.take()
     reporter = trial.reporter_for(out, job.number, url)
     # The first trial: no pruner stops it (nothing to compare with); NaN is not reported.

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 
 from jaxdl.studies import space as space_lib
-from jaxdl.studies import study_store, trial
+from jaxdl.studies import study_store, sweep_definition, trial
 from jaxdl.studies import sweep as sweep_lib
 from tests.test_cli_errors import QUICK
 
@@ -44,12 +44,12 @@ def test_pruner_stops_a_real_run_through_the_evaluation_callback(tmp_path, monke
 
     out = tmp_path / "pruned"
     space = space_lib.load(None, ["optimizer.learning_rate=loguniform(1e-3,3e-2)"])
-    definition = sweep_lib.make_definition(
+    definition = sweep_definition.make_definition(
         QUICK, [], space, parse_config(QUICK, []), "tpe", "median", 0, "p"
     )
     url = study_store.default_url(out)
     sweep = sweep_lib.Sweep(definition, space, url, out, trials=5, report=lambda line: None)
-    sweep_lib.write_record(out, definition, url)
+    sweep_definition.write_record(out, definition, url)
     # Four finished trials whose validation loss was 0 at every evaluation: any real run is
     # worse than their median at its first evaluation past the warm-up (step 20 of 40).
     for _ in range(4):

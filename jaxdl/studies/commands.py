@@ -54,7 +54,7 @@ def cmd_sweep(args: argparse.Namespace, rest: list[str]) -> int:
     from jaxdl.engine.setup import setup
     from jaxdl.run_commands import quiet_logs
     from jaxdl.studies import space as space_lib
-    from jaxdl.studies import study_store, sweep_report
+    from jaxdl.studies import study_store, sweep_definition, sweep_report
     from jaxdl.studies import sweep as sweep_lib
 
     quiet_logs()
@@ -70,19 +70,19 @@ def cmd_sweep(args: argparse.Namespace, rest: list[str]) -> int:
         raise UserInputError(f"--trials {args.trials} --workers {args.workers}: give 1 or more.")
     space = space_lib.load(args.space, args.param or [])
     base = parse_config(args.config, rest)  # The overrides every trial shares.
-    definition = sweep_lib.make_definition(
+    definition = sweep_definition.make_definition(
         args.config, rest, space, base, args.sampler, args.pruner, args.seed, args.study or out.name
     )
     space_lib.check(space, lambda overrides: setup(parse_config(args.config, [*rest, *overrides])))
     trials = args.trials
-    if args.sampler == "grid" and trials > sweep_lib.grid_size(space.grid()):
-        trials = sweep_lib.grid_size(space.grid())
+    if args.sampler == "grid" and trials > sweep_definition.grid_size(space.grid()):
+        trials = sweep_definition.grid_size(space.grid())
         print(f"jaxdl sweep: the grid has {trials} points; running {trials} trials")
     url = args.storage or study_store.default_url(out)
-    continuing = sweep_lib.check_dir(out, definition, url)
+    continuing = sweep_definition.check_dir(out, definition, url)
     sweep = sweep_lib.Sweep(definition, space, url, out, trials)
     if not continuing:
-        sweep_lib.write_record(out, definition, url)
+        sweep_definition.write_record(out, definition, url)
     print(
         f"jaxdl sweep: study {definition.study!r} in {study_store.masked(url)}, {trials} trials, "
         f"{args.workers} worker(s); trials in {out}/trials/"
@@ -101,15 +101,14 @@ def cmd_sweep(args: argparse.Namespace, rest: list[str]) -> int:
 def _sweep_report(args: argparse.Namespace, rest: list[str], out: Path) -> int:
     import optuna
 
-    from jaxdl.studies import study_store, sweep_report
-    from jaxdl.studies import sweep as sweep_lib
+    from jaxdl.studies import study_store, sweep_definition, sweep_report
 
     if rest or args.space or args.param or args.trials is not None:
         raise UserInputError(
             "jaxdl sweep --report takes --dir (and --storage if the study is not in it) only."
         )
-    definition = sweep_lib.read_definition(out)
-    url = args.storage or sweep_lib.read_record(out)["storage"]
+    definition = sweep_definition.read_definition(out)
+    url = args.storage or sweep_definition.read_record(out)["storage"]
     if url != study_store.masked(url) or "***" in url:
         raise UserInputError(f"--dir {out}: its storage has a password; give it with --storage.")
     try:

@@ -16,20 +16,20 @@ import optuna
 from optuna.trial import TrialState
 
 from jaxdl.engine import plots
-from jaxdl.studies import sweep as sweep_lib
+from jaxdl.studies import sweep_definition
 
 
 def trial_rows(study: optuna.study.Study) -> list[dict[str, Any]]:
     rows = []
     for trial in study.get_trials(deepcopy=False):
-        result = trial.user_attrs.get(sweep_lib.RESULT_ATTR, {})
+        result = trial.user_attrs.get(sweep_definition.RESULT_ATTR, {})
         rows.append(
             {
                 "number": trial.number,
                 "state": trial.state.name.lower(),
                 "value": trial.value,
                 "params": trial.params,
-                "overrides": trial.user_attrs.get(sweep_lib.OVERRIDES_ATTR, []),
+                "overrides": trial.user_attrs.get(sweep_definition.OVERRIDES_ATTR, []),
                 "steps": result.get("steps"),
                 "wall_seconds": result.get("wall_seconds"),
                 "final_metrics": result.get("final_metrics", {}),
@@ -38,7 +38,7 @@ def trial_rows(study: optuna.study.Study) -> list[dict[str, Any]]:
     return rows
 
 
-def best_command(definition: sweep_lib.Definition, row: dict[str, Any]) -> str:
+def best_command(definition: sweep_definition.Definition, row: dict[str, Any]) -> str:
     """The command that trains the best trial's configuration again, in a new workdir."""
     words = [
         "jaxdl",
@@ -59,7 +59,7 @@ def _cell(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def table(rows: list[dict[str, Any]], definition: sweep_lib.Definition) -> str:
+def table(rows: list[dict[str, Any]], definition: sweep_definition.Definition) -> str:
     names = sorted({name for row in rows for name in row["params"]})
     tests = sorted({name for row in rows for name in row["final_metrics"]})
     shown = [name for name in ("test/accuracy", f"test/{definition.metric}") if name in tests]
@@ -121,7 +121,9 @@ def write_plots(study: optuna.study.Study, out: Path, target: str) -> list[str]:
     return written
 
 
-def write_report(study: optuna.study.Study, definition: sweep_lib.Definition, out: Path) -> str:
+def write_report(
+    study: optuna.study.Study, definition: sweep_definition.Definition, out: Path
+) -> str:
     """Writes the report files; returns the text printed at the end of a sweep."""
     rows = trial_rows(study)
     counts = {

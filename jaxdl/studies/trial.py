@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxdl.studies import sweep as sweep_lib
+from jaxdl.studies import sweep_definition
 
 PR_SET_PDEATHSIG = 1
 
@@ -46,10 +47,12 @@ def reporter_for(out: Path, number: int, url: str) -> Reporter:
 
     from jaxdl.studies import study_store
 
-    definition = sweep_lib.read_definition(out)
+    definition = sweep_definition.read_definition(out)
     storage = study_store.open_storage(url)
     study = optuna.load_study(
-        study_name=definition.study, storage=storage, pruner=sweep_lib.make_pruner(definition)
+        study_name=definition.study,
+        storage=storage,
+        pruner=sweep_definition.make_pruner(definition),
     )
     study_id = storage.get_study_id_from_name(definition.study)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
