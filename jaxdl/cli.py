@@ -38,6 +38,7 @@ from jaxdl.errors import (
 )
 from jaxdl.run_commands import quiet_logs
 from jaxdl.studies import commands as study_commands
+from jaxdl.understanding import attack, explain
 
 if TYPE_CHECKING:  # The engine imports JAX: only after Preemption is set up (cmd_train).
     from jaxdl.engine.loop_state import EvaluationCallback
@@ -335,6 +336,8 @@ def _parser() -> argparse.ArgumentParser:
     multihost.add_argument("--process_id", help="this process's index, 0..N-1")
     train.set_defaults(handler=cmd_train)
     run_commands.add_parsers(sub, verbose_help)
+    explain.add_parser(sub, verbose_help)
+    attack.add_parser(sub, verbose_help)
     study_commands.add_parsers(sub, verbose_help)
     listing = sub.add_parser("list", help="list experiments, models, datasets and options")
     listing.set_defaults(handler=cmd_list)

@@ -28,7 +28,22 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.task = ml_collections.ConfigDict({"name": "classification", "label_smoothing": 0.0})
     # ANCHOR issue 15: adversarial training fields (config.task.adversarial...) go here.
+    # Adversarial training (tasks/adversarial.py): fgsm, pgd or trades ('' off). eps and the
+    # step size are in [0, 1]-pixel units (scaled to the dataset's input range); 0 step size
+    # is 2.5 * eps / steps; trades_beta weighs TRADES' KL(clean || adversarial) term.
+    config.task.adversarial = ""
+    config.task.adversarial_eps = 0.1
+    config.task.adversarial_norm = "linf"
+    config.task.adversarial_steps = 10
+    config.task.adversarial_step_size = 0.0
+    config.task.trades_beta = 6.0
     # ANCHOR issue 15: imbalanced-data loss fields (config.task.class_weighting...) go here.
+    # Imbalanced data (tasks/class_balance.py): per-class loss weights from the train split's
+    # counts, 'none', 'inverse' (1 / n_c) or 'effective' ((1 - beta) / (1 - beta^n_c), Cui et
+    # al. 2019), normalised to mean 1 over the classes; focal loss (Lin et al. 2017), 0 = off.
+    config.task.class_weighting = "none"
+    config.task.class_weighting_beta = 0.999
+    config.task.focal_gamma = 0.0
     # Compression while training a classifier (jaxdl/compression/, README "Compression").
     # Quantization-aware training: scheme int8, int4 or fp8 ('' off); mode dynamic or weight.
     config.quant = ml_collections.ConfigDict({"scheme": "", "mode": "dynamic"})
@@ -78,6 +93,13 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.train_examples_per_class = 0
     config.data.image_size = 0  # Side images are resized to by datasets of mixed sizes (0: native).
     # ANCHOR issue 15: imbalanced-data fields (config.data.imbalance_ratio, sampler) go here.
+    # Imbalanced data (data/imbalance.py): 'uniform' (every example once per epoch) or
+    # 'balanced' (every class equally likely per draw); a long-tailed train split where class k
+    # keeps n_max * ratio^(-k / (C - 1)) examples (0 or 1: off); and which examples the subsets
+    # keep: -1 the first ones of each class (as before 0.6.0), a seed >= 0 a seeded choice.
+    config.data.sampler = "uniform"
+    config.data.imbalance_ratio = 0.0
+    config.data.subset_seed = -1
 
     # Each experiment adds its family's fields; dtype is the compute dtype (params stay float32).
     config.model = ml_collections.ConfigDict({"name": "mlp", "dtype": "float32"})
@@ -231,7 +253,19 @@ ADDED_FIELDS = {
     ),
     "0.6.0": (
         # ANCHOR issue 15: adversarial training fields.
+        "task.adversarial",
+        "task.adversarial_eps",
+        "task.adversarial_norm",
+        "task.adversarial_steps",
+        "task.adversarial_step_size",
+        "task.trades_beta",
         # ANCHOR issue 15: imbalanced-data fields.
+        "task.class_weighting",
+        "task.class_weighting_beta",
+        "task.focal_gamma",
+        "data.sampler",
+        "data.imbalance_ratio",
+        "data.subset_seed",
     ),
 }
 
@@ -262,7 +296,10 @@ def unflatten(flat: dict[str, Any]) -> ml_collections.ConfigDict:
 def diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Human-readable lines for each field that differs between two flattened configs."""
     lines = []
-    saved = with_new_fields(saved)
+    # Fields added since the run was saved take their defaults, where this config has them too
+    # (graph experiments replace config.task, so they lack the classifier's task fields).
+    completed = with_new_fields(saved)
+    saved = {key: value for key, value in completed.items() if key in saved or key in current}
     for key in sorted((set(saved) | set(current)) - PRESENTATION_FIELDS - LAYOUT_FIELDS):
         old, new = saved.get(key, "<absent>"), current.get(key, "<absent>")
         if old != new:

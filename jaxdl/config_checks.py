@@ -91,6 +91,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     validate_reliability(config)
     validate_scale_out(config)
     validate_compression(config)
+    validate_adversarial(config)
+    validate_imbalance(config)
 
 
 def validate_compression(config: ml_collections.ConfigDict) -> None:
@@ -118,6 +120,49 @@ def validate_compression(config: ml_collections.ConfigDict) -> None:
         "distill.alpha",
         "must be in [0, 1]: the weight of the teacher's term (1 - alpha goes to the labels).",
     )
+
+
+ADVERSARIAL_METHODS = ("fgsm", "pgd", "trades")
+ADVERSARIAL_NORMS = ("linf", "l2")
+
+
+def validate_adversarial(config: ml_collections.ConfigDict) -> None:
+    """Adversarial training (task.adversarial*, tasks/adversarial.py): classifiers only."""
+    task = config.task
+    method = task.get("adversarial", "")
+    if not method:
+        return
+    _require(
+        method in ADVERSARIAL_METHODS,
+        "task.adversarial",
+        f"got {method!r}; choose one of {', '.join(ADVERSARIAL_METHODS)} ('' turns it off).",
+    )
+    _require(
+        task.name == "classification",
+        "task.adversarial",
+        f"adversarial training is for classifiers (task.name='classification'), not "
+        f"{task.name!r}; leave config.task.adversarial at ''.",
+    )
+    _check_choice(config, "task.adversarial_norm", ADVERSARIAL_NORMS)
+    for field in ("adversarial_eps", "adversarial_step_size", "trades_beta"):
+        _check_finite(config, f"task.{field}")
+    _require(
+        task.adversarial_eps > 0,
+        "task.adversarial_eps",
+        f"got {task.adversarial_eps!r}; the attack's radius must be > 0 (e.g. 0.1 on [0, 1] pixels).",
+    )
+    steps = task.adversarial_steps
+    _require(
+        isinstance(steps, int) and steps >= 1,
+        "task.adversarial_steps",
+        f"got {steps!r}; PGD needs at least 1 step (7-10 is common).",
+    )
+    _require(
+        task.adversarial_step_size >= 0,
+        "task.adversarial_step_size",
+        "must be >= 0 (0 takes 2.5 * eps / steps).",
+    )
+    _require(task.trades_beta >= 0, "task.trades_beta", "must be >= 0 (6 is TRADES' default).")
 
 
 NONFINITE_POLICIES = ("rollback", "skip", "stop", "off")
@@ -189,3 +234,62 @@ def validate_scale_out(config: ml_collections.ConfigDict) -> None:
         "train.loss_scale_growth_interval",
         f"got {interval!r}; it must be a positive integer.",
     )
+
+
+CLASS_WEIGHTINGS = ("none", "inverse", "effective")
+SAMPLERS = ("uniform", "balanced")
+
+
+def validate_imbalance(config: ml_collections.ConfigDict) -> None:
+    """Imbalanced-data fields (README "Imbalanced data"); .get: configs built before 0.6.0."""
+    task, data = config.task, config.data
+    weighting = task.get("class_weighting", "none")
+    _require(
+        weighting in CLASS_WEIGHTINGS,
+        "task.class_weighting",
+        f"got {weighting!r}; choose one of {', '.join(CLASS_WEIGHTINGS)}.",
+    )
+    beta = task.get("class_weighting_beta", 0.999)
+    _require(
+        _is_number(beta) and 0 < beta < 1,
+        "task.class_weighting_beta",
+        f"got {beta!r}; it must be a number strictly between 0 and 1, e.g. 0.999.",
+    )
+    gamma = task.get("focal_gamma", 0.0)
+    _require(
+        _is_number(gamma) and gamma >= 0,
+        "task.focal_gamma",
+        f"got {gamma!r}; it must be a finite number >= 0 (0 turns focal loss off; 2 is usual).",
+    )
+    sampler = data.get("sampler", "uniform")
+    _require(
+        sampler in SAMPLERS,
+        "data.sampler",
+        f"got {sampler!r}; choose one of {', '.join(SAMPLERS)}.",
+    )
+    ratio = data.get("imbalance_ratio", 0.0)
+    _require(
+        _is_number(ratio) and (ratio == 0 or ratio >= 1),
+        "data.imbalance_ratio",
+        f"got {ratio!r}; it must be >= 1 (e.g. 50 for 50:1), or 0 or 1 for no long tail.",
+    )
+    seed = data.get("subset_seed", -1)
+    _require(
+        isinstance(seed, int) and not isinstance(seed, bool) and seed >= -1,
+        "data.subset_seed",
+        f"got {seed!r}; it must be an integer >= 0, or -1 to keep the first examples of each class.",
+    )
+    if task.name != "classification":
+        for field, used in (
+            ("task.class_weighting", weighting != "none"),
+            ("task.focal_gamma", gamma != 0),
+        ):
+            _require(
+                not used,
+                field,
+                f"applies to task.name='classification' only, not {task.name!r}; leave it unset.",
+            )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -7,6 +7,7 @@ Each writes nothing into the run it reads; bad input raises UserInputError, whic
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +32,30 @@ def quiet_logs() -> None:
 
 def cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
     from jaxdl.compression import inference
-    from jaxdl.engine import evaluation
+    from jaxdl.engine import run_report
 
     refuse_overrides("eval", rest)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        run_report.check_out_dir(out)  # Before anything is read.
     quiet_logs()
+    written = []
     if inference.is_derived_run(Path(args.workdir)):
+        if out is not None:
+            raise UserInputError(
+                f"--out {out}: {args.workdir} is a quantized or shrunk run, which has no report; "
+                "leave --out out, or evaluate the run it came from."
+            )
         model = inference.load(Path(args.workdir))
         metrics = {"step": model.step, "split": args.split, **model.evaluate(args.split)}
     else:
-        metrics = evaluation.evaluate_workdir(Path(args.workdir), args.checkpoint, args.split)
+        # A classifier's metrics come with its classification_report (engine/run_report.py).
+        metrics, written = run_report.evaluate_with_report(
+            Path(args.workdir), args.checkpoint, args.split, out
+        )
     print(json.dumps(metrics, indent=2))
+    if written:
+        print(f"wrote {', '.join(map(str, written))}", file=sys.stderr)
     return 0
 
 
@@ -234,6 +249,11 @@ def add_parsers(sub: argparse._SubParsersAction, verbose_help: str) -> None:
     """The subcommands above, added to the CLI's parser."""
     evaluate = _run_parser(sub, "eval", "evaluate a run's checkpoint", cmd_eval, verbose_help)
     evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    evaluate.add_argument(
+        "--out",
+        help="new or empty directory for a classifier's report: confusion_matrix.png, "
+        "reliability.png and report.json",
+    )
     attention = _run_parser(
         sub,
         "attention",

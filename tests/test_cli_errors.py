@@ -143,7 +143,11 @@ SETUP_ERRORS = {
     ),
     "monitor_not_a_metric": (
         ["--config.train.monitor=f1"],
-        ["config.train.monitor='f1'", "not a validation metric", "accuracy, loss"],
+        [
+            "config.train.monitor='f1'",
+            "not a validation metric",
+            "accuracy, balanced_accuracy, ece, loss, macro_f1",
+        ],
     ),
 }
 

@@ -15,7 +15,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from jaxdl.data.order import local_batch_positions, restored_batch
+from jaxdl.data.order import EpochOrder, local_batch_positions, restored_batch
 from jaxdl.data.spec import DatasetSpec, RecordSource, batch_nbytes
 from jaxdl.errors import UserInputError
 
@@ -97,6 +97,7 @@ class ArrayTrainIterator(grain.DatasetIterator):
         seed: int,
         shard_index: int,
         shard_count: int,
+        epoch_order: EpochOrder | None = None,
     ):
         super().__init__()
         self._split = split
@@ -107,6 +108,7 @@ class ArrayTrainIterator(grain.DatasetIterator):
             size=len(split),
             shard_index=shard_index,
             shard_count=shard_count,
+            epoch_order=epoch_order,
         )
         self._global_batch = batch_size * shard_count
         self._next_batch = 0

@@ -64,4 +64,5 @@ def load_celeb_a(
         preprocess=CropResize(size, attribute),
         input_shape=(size, size, 3),
         num_classes=2,
+        input_range=(0.0, 1.0),  # Pixels / 255.
     )

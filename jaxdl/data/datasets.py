@@ -16,6 +16,7 @@ from jaxdl.data.graph_sources import (
 )
 from jaxdl.data.imagenet import NAME as IMAGENET
 from jaxdl.data.imagenet import load_imagenet
+from jaxdl.data.imbalance import apply_long_tail
 from jaxdl.data.npz_source import NPZ_PREFIX, load_npz
 from jaxdl.data.spec import DatasetSpec
 from jaxdl.data.subset import apply_subset
@@ -50,12 +51,14 @@ def load_dataset(config: ConfigDict) -> DatasetSpec:
     Reads name, data_dir ('' = the TFDS default), validation_fraction (used only when the
     dataset has no validation split), input_kind, and pipeline ('auto', 'memory' or 'stream':
     whether the splits are decoded into memory once, see arrays.py); other fields are for the
-    pipeline. classes and train_examples_per_class pick a subset of it (subset.py).
+    pipeline. classes and train_examples_per_class pick a subset of it (subset.py),
+    imbalance_ratio makes its train split long-tailed (imbalance.py).
     """
     if is_graph_dataset(config.name):  # Decoded into memory at load; batches are packs.
         check_no_subset(config)
         return load_graph_dataset(config)
-    return in_memory(apply_subset(_load_records(config), config), config.get("pipeline", "auto"))
+    records = apply_long_tail(apply_subset(_load_records(config), config), config)
+    return in_memory(records, config.get("pipeline", "auto"))
 
 
 def _load_records(config: ConfigDict) -> DatasetSpec:

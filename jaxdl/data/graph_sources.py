@@ -223,7 +223,7 @@ def _as_is(graph: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def check_no_subset(config: ConfigDict) -> None:
     """data.classes and data.train_examples_per_class pick examples; a graph split is graphs."""
-    for field in ("classes", "train_examples_per_class"):
+    for field in ("classes", "train_examples_per_class", "imbalance_ratio"):
         if config.get(field):
             raise UserInputError(
                 f"data.{field} picks examples of image and text datasets; graph dataset "

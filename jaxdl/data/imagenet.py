@@ -62,4 +62,5 @@ def load_imagenet(
         preprocess=ResizeCentreCrop(size),
         input_shape=(size, size, 3),
         num_classes=features["label"].num_classes,
+        input_range=(0.0, 1.0),  # Pixels / 255.
     )

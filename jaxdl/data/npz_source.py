@@ -61,6 +61,8 @@ def load_npz(name: str, *, validation_fraction: float, input_kind: str) -> Datas
         preprocess=ScaleToFloat("input", input_shape, divisor),
         input_shape=input_shape,
         num_classes=max(int(arrays[y].max()) for _, y in split_arrays.values()) + 1,
+        # uint8 pixels are divided by 255; float inputs' range is unknown.
+        input_range=(0.0, 1.0) if divisor == 255.0 else None,
     )
 
 

@@ -13,10 +13,13 @@ for a whole epoch at once (about 0.1 ms for 10,000 examples) instead of one inde
 """
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+
+# (seed, epoch, size) -> the `size` split indices of that epoch's positions.
+EpochOrder = Callable[[int, int, int], np.ndarray]
 
 
 @functools.lru_cache(maxsize=4)
@@ -29,27 +32,38 @@ def epoch_permutation(seed: int, epoch: int, size: int) -> np.ndarray:
     return order
 
 
-def stream_positions(start: int, count: int, size: int, seed: int) -> np.ndarray:
+def stream_positions(
+    start: int, count: int, size: int, seed: int, epoch_order: EpochOrder | None = None
+) -> np.ndarray:
     """Indices into a split of `size` examples for stream positions start .. start + count - 1.
 
-    Position p of the endless stream is example epoch_permutation(seed, p // size)[p % size].
+    Position p of the endless stream is example epoch_order(seed, p // size)[p % size];
+    epoch_order is epoch_permutation unless given (data.sampler='balanced': imbalance.py).
     """
+    order = epoch_permutation if epoch_order is None else epoch_order
     epochs, within = np.divmod(np.arange(start, start + count), size)
     if epochs[0] == epochs[-1]:
-        return epoch_permutation(seed, int(epochs[0]), size)[within]
+        return order(seed, int(epochs[0]), size)[within]
     indices = np.empty(count, np.int64)
     for epoch in np.unique(epochs):
         here = epochs == epoch
-        indices[here] = epoch_permutation(seed, int(epoch), size)[within[here]]
+        indices[here] = order(seed, int(epoch), size)[within[here]]
     return indices
 
 
 def local_batch_positions(
-    batch: int, *, batch_size: int, seed: int, size: int, shard_index: int, shard_count: int
+    batch: int,
+    *,
+    batch_size: int,
+    seed: int,
+    size: int,
+    shard_index: int,
+    shard_count: int,
+    epoch_order: EpochOrder | None = None,
 ) -> np.ndarray:
     """Indices into the split of this process's `batch_size` rows of global batch `batch`."""
     start = (batch * shard_count + shard_index) * batch_size
-    return stream_positions(start, batch_size, size, seed)
+    return stream_positions(start, batch_size, size, seed, epoch_order)
 
 
 def restored_batch(state: Mapping[str, Any], global_batch: int) -> int:

@@ -24,7 +24,8 @@ from jaxdl.data.arrays import (
     pad_batch,
     stack,
 )
-from jaxdl.data.order import local_batch_positions, restored_batch
+from jaxdl.data.imbalance import train_epochs
+from jaxdl.data.order import EpochOrder, local_batch_positions, restored_batch
 from jaxdl.data.spec import DatasetSpec, RecordSource, example_batch
 from jaxdl.errors import UserInputError
 
@@ -42,6 +43,7 @@ def train_iterator(
     worker_count: int = 0,
     shard_index: int = 0,
     shard_count: int = 1,
+    sampler: str = "uniform",
 ) -> grain.DatasetIterator:
     """Endless {'input': (B, *input_shape) float32, 'label': (B,) int32} batches of train.
 
@@ -51,6 +53,7 @@ def train_iterator(
     grain.checkpoint.CheckpointSave/CheckpointRestore) resume exactly, also with another
     shard_count as long as the global batch is the same.
     `worker_count` applies to streamed datasets only and does not change the batches.
+    `sampler` 'balanced' draws every class equally often (data.sampler, imbalance.py).
     Close the iterator when done: worker processes hold shared memory.
     """
     _check_positive(batch_size, "data.batch_size")
@@ -61,6 +64,7 @@ def train_iterator(
         )
     _check_shard(shard_index, shard_count)
     train = spec.splits["train"]
+    epoch_order = train_epochs(spec, sampler)  # None: the uniform order; checks the sampler.
     if spec.batching is not None:
         return spec.batching.train_iterator(
             train, batch_size=batch_size, seed=seed, shard_count=shard_count
@@ -74,8 +78,11 @@ def train_iterator(
             seed=seed,
             shard_index=shard_index,
             shard_count=shard_count,
+            epoch_order=epoch_order,
         )
-    read = _TrainBatchReader(train, spec.preprocess, batch_size, seed, shard_index, shard_count)
+    read = _TrainBatchReader(
+        train, spec.preprocess, batch_size, seed, shard_index, shard_count, epoch_order
+    )
     return StreamedTrainIterator(read, global_batch=batch_size * shard_count, workers=worker_count)
 
 
@@ -176,6 +183,7 @@ class _TrainBatchReader:
     seed: int
     shard_index: int
     shard_count: int
+    epoch_order: EpochOrder | None = None
 
     def __call__(self, batch: int) -> Batch:
         rows = local_batch_positions(
@@ -185,6 +193,7 @@ class _TrainBatchReader:
             size=len(self.records),
             shard_index=self.shard_index,
             shard_count=self.shard_count,
+            epoch_order=self.epoch_order,
         )
         return stack([self.preprocess(self.records[int(row)]) for row in rows])
 

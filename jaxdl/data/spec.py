@@ -61,6 +61,9 @@ class DatasetSpec:
     # How examples become batches; None stacks rows. A graph dataset's is a GraphBatching
     # (graph_pipeline.py): its batches are packs of graphs, not rows of examples.
     batching: Any = None
+    # (low, high): every input value lies in it (images: pixels scaled to [0, 1]); None when the
+    # data does not say. Adversarial attacks clip to it and measure eps in its units.
+    input_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if tuple(sorted(self.splits)) != tuple(sorted(SPLIT_NAMES)):

@@ -2,7 +2,8 @@
 
 `data.classes=(5, 6, 7, 8, 9)` keeps only those labels in every split and renumbers them
 0..k-1 in the order given; `data.train_examples_per_class=N` keeps the first N examples of each
-class of the train split, in the split's order (so the same ones whatever the seed). Both apply
+class of the train split, in the split's order (so the same ones whatever the seed), or with
+`data.subset_seed=S` (S >= 0) N of each chosen by S. Both apply
 to the raw records, before a dataset is decoded into memory or streamed, so they work for either
 pipeline.
 """
@@ -100,16 +101,37 @@ def _check_per_class(value: Any) -> int:
     return int(value)
 
 
+def _subset_seed(config: Mapping[str, Any]) -> int:
+    seed = config.get("subset_seed", -1)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < -1:
+        raise UserInputError(
+            f"data.subset_seed={seed!r} must be an integer >= 0, or -1 for the first examples."
+        )
+    return int(seed)
+
+
 def _shown(value: Any) -> str:
     return repr(tuple(value)) if isinstance(value, list | tuple) else repr(value)
 
 
-def first_per_class(labels: np.ndarray, limit: int) -> np.ndarray:
-    """Positions of the first `limit` examples of each label, in their original order."""
+def first_per_class(labels: np.ndarray, limit: int, seed: int = -1) -> np.ndarray:
+    """Positions of `limit` examples of each label, in their original order: the first ones,
+    or for a seed >= 0 (data.subset_seed) a seeded choice (pick_examples)."""
     keep = np.zeros(len(labels), bool)
     for label in np.unique(labels):
-        keep[np.flatnonzero(labels == label)[:limit]] = True
+        keep[pick_examples(np.flatnonzero(labels == label), limit, seed, int(label))] = True
     return np.flatnonzero(keep)
+
+
+def pick_examples(positions: np.ndarray, limit: int, seed: int, label: int) -> np.ndarray:
+    """`limit` of `positions`: the first ones for seed -1, else a choice fixed by (seed, label).
+
+    Like order.py, an argsort of raw Philox bits: NumPy keeps those stable across versions.
+    """
+    if seed < 0 or limit >= len(positions):
+        return positions[:limit]
+    bits = np.random.Philox(key=np.array([seed, label], np.uint64)).random_raw(len(positions))
+    return np.sort(positions[np.argsort(bits, kind="stable")[:limit]])
 
 
 def apply_subset(spec: DatasetSpec, config: Mapping[str, Any]) -> DatasetSpec:
@@ -131,7 +153,7 @@ def apply_subset(spec: DatasetSpec, config: Mapping[str, Any]) -> DatasetSpec:
         if kept is not None:
             rows = np.flatnonzero(np.isin(labels, kept))
         if split == "train" and per_class:
-            rows = rows[first_per_class(labels[rows], per_class)]
+            rows = rows[first_per_class(labels[rows], per_class, _subset_seed(config))]
         if len(rows) == 0:
             raise UserInputError(
                 f"data.classes={_shown(classes)} leaves no example in the {split} split of "

@@ -128,6 +128,7 @@ def _image_spec(
         preprocess=ScaleToFloat("image", input_shape, float(pixel_max)),
         input_shape=input_shape,
         num_classes=features["label"].num_classes,
+        input_range=(0.0, 1.0),  # Pixels divided by their maximum.
     )
 
 

@@ -29,6 +29,7 @@ from jaxdl.engine.metrics_log import MetricsLog, format_metrics
 from jaxdl.engine.plots import plot_curves
 from jaxdl.engine.preemption import Preempted, Preemption
 from jaxdl.engine.run_facts import Throughput, describe_topology, topology
+from jaxdl.engine.run_report import end_of_run
 from jaxdl.engine.setup import Setup, adopt_structure, setup, with_learning_rate_scale
 from jaxdl.engine.workdir import SUMMARY_FILE, write_json
 
@@ -310,7 +311,8 @@ class _Run:
                     f"moved it to {where}; testing the final state instead"
                 )
                 best_step, best_state = self.step, self.state
-        test = self.evaluate(best_state, "test")
+        test_sums = self.evaluate(best_state, "test", raw=True)
+        test = self.plan.task.finalize_eval(dict(test_sums))
         if self.quality:
             test.update(self.quality.measure(best_state, "test"))
         self.log.write(self.step, "test", test)
@@ -321,6 +323,9 @@ class _Run:
             "final_metrics": {f"test/{k}": v for k, v in test.items()},
             "final_metrics_step": best_step,
             **self.plan.task.summary_fields(test),
+            **end_of_run(
+                self.plan, self.evaluate, best_state, test_sums, self.workdir, self.writer
+            ),
             **({"sample_quality": self.quality.report(test)} if self.quality else {}),
             "best_metrics": {
                 "step": best_step,

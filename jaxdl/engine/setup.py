@@ -14,6 +14,7 @@ from flax.core import meta
 
 from jaxdl import config as config_lib
 from jaxdl import data, tasks
+from jaxdl.data.imbalance import train_epochs
 from jaxdl.engine import feed as feed_lib
 from jaxdl.engine import run_source, sample_quality, sharding, workdir
 from jaxdl.errors import UserInputError
@@ -137,6 +138,8 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
     """Resolves and checks a config; raises UserInputError on anything a user must fix."""
     config_lib.validate(config)
     dataset = data.load_dataset(config.data)
+    # Refused here, not at the first batch: data.sampler needs a dataset with class labels.
+    train_epochs(dataset, config.data.get("sampler", "uniform"))
     augmentations = data.build_augmentations(config.data, dataset.input_shape, dataset.num_classes)
     task = build_task(config, dataset, batch_axis_name=_batch_axis_name(config))
     mesh = sharding.make_mesh(config_lib.mesh_axis_sizes(config), config.mesh.num_devices)
@@ -160,9 +163,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
     quality_names = sample_quality.metric_names(config, task)
     if quality_names:
         sample_quality.check_fields(config.sample_quality)
-    eval_metric_names = tuple(
-        sorted({*(name for name in eval_shapes if name != "count"), *quality_names})
-    )
+    eval_metric_names = tuple(sorted({*task.eval_metric_names(eval_shapes), *quality_names}))
     # Outside a shard_map the batch axes are unbound: shapes come from the same task without.
     # (The state's apply_fn is its task's model: it comes from the same task's init.)
     plain_task = task if _batch_axis_name(config) is None else build_task(config, dataset)

@@ -210,8 +210,10 @@ def make_image_fn(plan: Setup) -> Callable[[Any], dict[str, np.ndarray]] | None:
     }
 
 
-def make_eval_fn(plan: Setup, state_sharding: Any = None) -> Callable[[Any, str], dict[str, float]]:
-    """Returns `evaluate(state, split) -> metrics` over one full pass of a split.
+def make_eval_fn(plan: Setup, state_sharding: Any = None) -> Callable[..., dict[str, Any]]:
+    """Returns `evaluate(state, split) -> metrics` over one full pass of a split;
+    `evaluate(state, split, raw=True)` returns the summed `eval_step` outputs instead (before
+    `finalize_eval`: an end-of-run report reads them, engine/run_report.py).
 
     `state_sharding` is the train state's by default; a state of another layout (e.g. a
     quantized model's parameters) gives its own, or one sharding for the whole tree."""
@@ -222,7 +224,7 @@ def make_eval_fn(plan: Setup, state_sharding: Any = None) -> Callable[[Any, str]
     )
     local_batch = plan.config.data.eval_batch_size // jax.process_count()
 
-    def evaluate(state: Any, split: str) -> dict[str, float]:
+    def evaluate(state: Any, split: str, raw: bool = False) -> dict[str, Any]:
         # Each process reads its slice of every batch; the jitted sums span all processes.
         sums = None
         batches = data.eval_batches(
@@ -240,7 +242,7 @@ def make_eval_fn(plan: Setup, state_sharding: Any = None) -> Callable[[Any, str]
             name: float(value) if np.ndim(value) == 0 else np.asarray(value)
             for name, value in jax.device_get(sums).items()
         }
-        return plan.task.finalize_eval(sums)
+        return sums if raw else plan.task.finalize_eval(sums)
 
     return evaluate
 
@@ -254,6 +256,7 @@ def open_train_iterator(plan: Setup) -> Any:
         worker_count=config.data.worker_count,
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
+        sampler=config.data.get("sampler", "uniform"),
     )
 
 

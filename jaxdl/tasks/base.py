@@ -6,6 +6,7 @@ own state pytree; a diffusion task keeps EMA params there. The engine never look
 """
 
 import abc
+from collections.abc import Iterable
 from typing import Any
 
 import jax
@@ -75,10 +76,29 @@ class Task(abc.ABC):
         count = max(sums["count"], 1.0)
         return {name: value / count for name, value in sums.items() if name != "count"}
 
+    def eval_metric_names(self, sum_names: Iterable[str]) -> set[str]:
+        """The names `finalize_eval` reports, from the names of `eval_step`'s sums (what
+        `train.monitor` may name); by default the sums' names less 'count'."""
+        return {name for name in sum_names if name != "count"}
+
     def summary_fields(self, test_metrics: dict[str, float]) -> dict[str, Any]:
         """Top-level entries of summary.json from the test metrics (e.g. an LM's bits_per_char)."""
         del test_metrics
         return {}
+
+    def run_report(
+        self, validation_sums: dict[str, Any], sums: dict[str, Any], split: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """An end-of-run report from the summed `eval_step` outputs (before `finalize_eval`) of
+        the validation split and of `split` (the test split at the end of training): summary.json
+        entries, and figures (matplotlib `Figure`s) by PNG file name, which the engine writes
+        into the workdir (engine/run_report.py). By default none: ({}, {})."""
+        del validation_sums, sums, split
+        return {}, {}
+
+    @property
+    def makes_run_report(self) -> bool:
+        return type(self).run_report is not Task.run_report
 
     def generate_images(
         self, state: Any, key: jax.Array, num: int, labels: jax.Array | None, steps: int

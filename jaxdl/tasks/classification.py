@@ -32,7 +32,8 @@ from flax import linen as nn
 
 from jaxdl import loss_scale, optim, pruning
 from jaxdl.models import build_model, quantized
-from jaxdl.tasks import distillation
+from jaxdl.tasks import class_balance, classification_metrics, distillation
+from jaxdl.tasks.adversarial import AdversarialTraining
 from jaxdl.tasks.base import Batch, Metrics, Task
 from jaxdl.tasks.distillation import DistillState, Teacher
 from jaxdl.tasks.state import TrainState, apply_grads_with_metrics
@@ -48,6 +49,8 @@ class ClassificationTask(Task):
         label_smoothing: float = 0.0,
         loss_scaled: bool = False,
         teacher: Teacher | None = None,
+        adversarial: AdversarialTraining | None = None,
+        balance: class_balance.ClassBalance | None = None,
     ):
         self.model = model
         self.tx = tx
@@ -56,6 +59,8 @@ class ClassificationTask(Task):
         self.label_smoothing = label_smoothing
         self.loss_scaled = loss_scaled
         self.teacher = teacher
+        self.adversarial = adversarial
+        self.balance = balance  # Class weights and focal loss for the train loss (or None).
 
     def with_teacher(self, teacher: Teacher) -> "ClassificationTask":
         task = copy.copy(self)
@@ -94,6 +99,8 @@ class ClassificationTask(Task):
             num_classes=dataset.num_classes,
             label_smoothing=config.task.label_smoothing,
             loss_scaled=loss_scaled,
+            adversarial=AdversarialTraining.from_config(config.task, dataset),
+            balance=class_balance.from_config(config.task, dataset),
         )
 
     def init_state(self, rng: jax.Array, batch: Batch) -> TrainState:
@@ -112,9 +119,19 @@ class ClassificationTask(Task):
         )
         return state.replace(teacher=teacher)
 
-    def _loss(self, logits: jax.Array, targets: jax.Array, smoothing: float) -> jax.Array:
-        """Cross-entropy against class distributions `targets` (B, num_classes), smoothed."""
-        return optax.softmax_cross_entropy(logits, optax.smooth_labels(targets, smoothing))
+    def _loss(
+        self,
+        logits: jax.Array,
+        targets: jax.Array,
+        smoothing: float,
+        balance: class_balance.ClassBalance | None = None,
+    ) -> jax.Array:
+        """Cross-entropy against class distributions `targets` (B, num_classes), smoothed;
+        class-weighted and focal as `balance` says (the train loss's, tasks/class_balance.py)."""
+        targets = optax.smooth_labels(targets, smoothing)
+        if balance is None:
+            return optax.softmax_cross_entropy(logits, targets)
+        return balance.loss(logits, targets)
 
     def _targets(self, batch: Batch) -> jax.Array:
         """The soft labels of mixup or cutmix (`batch['target']`) if the batch has them, else
@@ -139,18 +156,34 @@ class ClassificationTask(Task):
                     state.teacher_variables(), batch["input"], train=False, **model_kwargs(batch)
                 )
             )
+        inputs, attacked = batch["input"], None
+        if self.adversarial is not None:  # Attack the current parameters (tasks/adversarial.py).
+
+            def logits_fn(x):  # Training mode, as the loss sees it; its BN updates are dropped.
+                variables = {"params": state.params, **state.model_state}
+                return state.apply_fn(
+                    variables,
+                    x,
+                    train=True,
+                    rngs={"dropout": rng},
+                    mutable=mutable,
+                    **model_kwargs(batch),
+                )[0]
+
+            attacked = self.adversarial.examples(logits_fn, batch, rng, weights)
+            inputs = batch["input"] if self.adversarial.trains_on_clean else attacked
 
         def loss_fn(params):
             variables = {"params": params, **state.model_state}
             logits, new_model_state = state.apply_fn(
                 variables,
-                batch["input"],
+                inputs,
                 train=True,
                 rngs={"dropout": rng},
                 mutable=mutable,
                 **model_kwargs(batch),
             )
-            losses = self._loss(logits, self._targets(batch), self.label_smoothing)
+            losses = self._loss(logits, self._targets(batch), self.label_smoothing, self.balance)
             terms = {"label_loss": weighted_mean(losses, weights)}
             loss = terms["label_loss"]
             if teacher_logits is not None:
@@ -160,6 +193,18 @@ class ClassificationTask(Task):
                 terms["distill_loss"] = weighted_mean(kd, weights)
                 alpha = self.teacher.alpha
                 loss = (1 - alpha) * terms["label_loss"] + alpha * terms["distill_loss"]
+            if attacked is not None and self.adversarial.trains_on_clean:  # TRADES
+                adversarial_logits, new_model_state = state.apply_fn(
+                    {"params": params, **new_model_state},
+                    attacked,
+                    train=True,
+                    rngs={"dropout": rng},
+                    mutable=mutable,
+                    **model_kwargs(batch),
+                )
+                kl = self.adversarial.divergence(logits, adversarial_logits)
+                terms["trades_kl"] = weighted_mean(kl, weights)
+                loss = loss + self.adversarial.trades_beta * terms["trades_kl"]
             scaled = loss if scale is None else loss * scale
             return scaled, (loss, terms, logits, new_model_state)
 
@@ -170,6 +215,8 @@ class ClassificationTask(Task):
         metrics = {"loss": loss, "accuracy": weighted_mean(correct, weights)}
         if teacher_logits is not None:
             metrics |= terms
+        if "trades_kl" in terms:
+            metrics["trades_kl"] = terms["trades_kl"]
         return grads, metrics, state.replace(model_state=dict(new_model_state))
 
     def apply_grads(
@@ -201,7 +248,36 @@ class ClassificationTask(Task):
             "loss": jnp.sum(loss * mask),
             "accuracy": jnp.sum(correct * mask),
             "count": jnp.sum(mask),
+            # Confusion counts and calibration sums: classification_metrics.py reports them.
+            **classification_metrics.eval_sums(logits, batch["label"], mask, self.num_classes),
         }
+
+    def finalize_eval(self, sums: dict[str, Any]) -> dict[str, float]:
+        sums = dict(sums)
+        arrays = {n: sums.pop(n) for n in classification_metrics.ARRAY_SUMS if n in sums}
+        metrics = super().finalize_eval(sums)
+        if len(arrays) < len(classification_metrics.ARRAY_SUMS):  # Sums from another eval step.
+            return metrics
+        return metrics | classification_metrics.scalar_metrics(arrays)
+
+    def eval_metric_names(self, sum_names: Any) -> set[str]:
+        arrays = set(classification_metrics.ARRAY_SUMS)
+        names = {name for name in super().eval_metric_names(sum_names) if name not in arrays}
+        return names | set(classification_metrics.SCALAR_METRICS)
+
+    def run_report(
+        self, validation_sums: dict[str, Any], sums: dict[str, Any], split: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """summary.json's `classification_report` of `split` (temperature scaling fitted on
+        validation), with confusion_matrix.png and reliability.png."""
+        from jaxdl.tasks import classification_figures  # matplotlib: not at every CLI start.
+
+        report = classification_metrics.report(validation_sums, sums, split)
+        figures = {
+            "confusion_matrix.png": classification_figures.confusion_figure(report),
+            "reliability.png": classification_figures.reliability_figure(report),
+        }
+        return {"classification_report": report}, figures
 
 
 def model_kwargs(batch: Batch) -> dict[str, jax.Array]:

@@ -1,0 +1,1 @@
+"""Understanding and trusting trained models: attribution, feature pictures, attacks."""
