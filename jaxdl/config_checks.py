@@ -122,6 +122,8 @@ def validate_compression(config: ml_collections.ConfigDict) -> None:
     )
 
 
+# Here, not in tasks/adversarial.py: the CLI checks `jaxdl attack`'s flags without importing JAX.
+ATTACK_METHODS = ("fgsm", "pgd")
 ADVERSARIAL_METHODS = ("fgsm", "pgd", "trades")
 ADVERSARIAL_NORMS = ("linf", "l2")
 

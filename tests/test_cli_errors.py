@@ -297,3 +297,15 @@ def test_eval_matches_summary(capsys, run_dir, tmp_path):
     assert metrics["step"] == summary["final_metrics_step"]
     assert metrics["accuracy"] == summary["final_metrics"]["test/accuracy"]
     assert snapshot(tmp_path) == before  # Evaluating writes nothing into the run.
+
+
+def test_the_cli_starts_without_importing_jax():
+    """`jaxdl` installs its signal handlers before JAX is imported (cmd_train), and --help and
+    bad flags answer at once: no command module may import JAX when the CLI is loaded."""
+    import subprocess
+    import sys
+
+    check = "import sys, jaxdl.cli; print(sorted(m for m in ('jax', 'optuna') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

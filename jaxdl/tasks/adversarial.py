@@ -32,11 +32,12 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxdl import config_checks
 from jaxdl.errors import UserInputError
 
-ATTACKS = ("fgsm", "pgd")
-TRAINING_METHODS = ("fgsm", "pgd", "trades")
-NORMS = ("linf", "l2")
+ATTACKS = config_checks.ATTACK_METHODS
+TRAINING_METHODS = config_checks.ADVERSARIAL_METHODS
+NORMS = config_checks.ADVERSARIAL_NORMS
 # Folded into the step's rng for the attack's random start (the dropout mask uses the rng itself).
 ATTACK_STREAM = 0x0AD7
 

@@ -19,13 +19,17 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from jaxdl.config_checks import ADVERSARIAL_NORMS as NORMS
+from jaxdl.config_checks import ATTACK_METHODS as ATTACKS
 from jaxdl.errors import UserInputError
 from jaxdl.run_commands import _run_parser, quiet_logs, refuse_overrides
-from jaxdl.tasks.adversarial import ATTACKS, NORMS, Attack
+
+if TYPE_CHECKING:  # JAX is imported when the command runs, not when the CLI starts.
+    from jaxdl.tasks.adversarial import Attack
 
 SPLITS = ("train", "validation", "test")
 RESULT_FILE = "attack.json"
@@ -73,7 +77,7 @@ def _check_run(run_dir: Path) -> None:
         )
 
 
-def _attack_batch_fn(plan: Any, attack: Attack) -> Any:
+def _attack_batch_fn(plan: Any, attack: "Attack") -> Any:
     """jit((state, batch, key) -> per-batch sums and the adversarial batch)."""
     import jax
     import jax.numpy as jnp
@@ -110,7 +114,7 @@ def _attack_batch_fn(plan: Any, attack: Attack) -> Any:
 
 def run_attack(
     run_dir: Path, which: str, split: str, attack_options: dict, num: int, seed: int
-) -> tuple[Attack, dict]:
+) -> tuple["Attack", dict]:
     """The attack (`Attack.create(**attack_options)` in the dataset's input range), and the
     clean and robust accuracy of checkpoint `which` on `split` (the first `num` examples, 0:
     all) with up to GRID_EXAMPLES examples for the grid ('examples': numpy arrays)."""
@@ -125,6 +129,8 @@ def run_attack(
             f"--workdir {run_dir}: dataset {plan.dataset.name!r} has token inputs; attacks "
             "perturb real-valued inputs (images, vectors, signals)."
         )
+    from jaxdl.tasks.adversarial import Attack
+
     attack = Attack.create(input_range=plan.dataset.input_range, **attack_options)
     attack_batch = _attack_batch_fn(plan, attack)
     batch_size = plan.config.data.eval_batch_size
