@@ -7,23 +7,12 @@ Each step attacks the current parameters with 7 PGD steps before the loss (tasks
 so a step costs about 8 normal ones. Training at the same eps as the evaluation's 20-step PGD.
 """
 
-import importlib.util
-from pathlib import Path
-
-from jaxdl.config import check_variant, make_quick
-
-
-def _digits_cnn(variant: str):
-    path = Path(__file__).with_name("digits_cnn.py")
-    spec = importlib.util.spec_from_file_location("jaxdl_experiment_digits_cnn", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+from jaxdl.config import check_variant, experiment_config, make_quick
 
 
 def get_config(variant: str = ""):
     check_variant(variant)
-    config = _digits_cnn(variant)
+    config = experiment_config("digits_cnn", variant)
     config.task.adversarial = "pgd"
     config.task.adversarial_eps = 0.1
     config.task.adversarial_norm = "linf"

@@ -6,24 +6,12 @@ python -m jaxdl.train --config experiments/digits_cnn_student.py --workdir runs/
     --config.distill.teacher=runs/digits_cnn
 """
 
-import importlib.util
-from pathlib import Path
-
-from jaxdl.config import check_variant
-
-
-def _digits_cnn():
-    """experiments/digits_cnn.py, whose optimizer, schedule and steps the student keeps."""
-    path = Path(__file__).with_name("digits_cnn.py")
-    spec = importlib.util.spec_from_file_location("digits_cnn", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from jaxdl.config import check_variant, experiment_config
 
 
 def get_config(variant: str = ""):
     check_variant(variant)
-    config = _digits_cnn().get_config(variant)
+    config = experiment_config("digits_cnn", variant)
     if variant != "quick":
         config.model.conv_features = (8, 16, 32)
         config.model.convs_per_stage = 1

@@ -11,23 +11,11 @@ jaxdl train --config digits_longtail --workdir runs/lt_inverse \
 jaxdl train --config digits_longtail --workdir runs/lt_focal --config.task.focal_gamma=2
 """
 
-import importlib.util
-from pathlib import Path
-
-from jaxdl.config import check_variant
-
-
-def _digits_cnn():
-    """experiments/digits_cnn.py: the model, optimizer, schedule and steps are its."""
-    path = Path(__file__).with_name("digits_cnn.py")
-    spec = importlib.util.spec_from_file_location("digits_cnn", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from jaxdl.config import check_variant, experiment_config
 
 
 def get_config(variant: str = ""):
     check_variant(variant)
-    config = _digits_cnn().get_config(variant)
+    config = experiment_config("digits_cnn", variant)
     config.data.imbalance_ratio = 50.0
     return config

@@ -4,6 +4,8 @@ Experiments in `experiments/` call `base_config()` and override fields; the CLI 
 `--config.x=y` overrides on top. `validate` runs before anything touches the workdir.
 """
 
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -315,6 +317,15 @@ def make_quick(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.train.eval_every = 20
     config.train.checkpoint_every = 20
     return config
+
+
+def experiment_config(name: str, variant: str = "") -> ml_collections.ConfigDict:
+    """The config of experiments/NAME.py, for an experiment built on another one."""
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"jaxdl_experiment_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
 
 
 def check_variant(variant: str, known: tuple[str, ...] = ("quick",)) -> None:
