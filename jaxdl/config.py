@@ -29,7 +29,6 @@ def base_config() -> ml_collections.ConfigDict:
     config.init_from = ""
 
     config.task = ml_collections.ConfigDict({"name": "classification", "label_smoothing": 0.0})
-    # ANCHOR issue 15: adversarial training fields (config.task.adversarial...) go here.
     # Adversarial training (tasks/adversarial.py): fgsm, pgd or trades ('' off). eps and the
     # step size are in [0, 1]-pixel units (scaled to the dataset's input range); 0 step size
     # is 2.5 * eps / steps; trades_beta weighs TRADES' KL(clean || adversarial) term.
@@ -39,7 +38,6 @@ def base_config() -> ml_collections.ConfigDict:
     config.task.adversarial_steps = 10
     config.task.adversarial_step_size = 0.0
     config.task.trades_beta = 6.0
-    # ANCHOR issue 15: imbalanced-data loss fields (config.task.class_weighting...) go here.
     # Imbalanced data (tasks/class_balance.py): per-class loss weights from the train split's
     # counts, 'none', 'inverse' (1 / n_c) or 'effective' ((1 - beta) / (1 - beta^n_c), Cui et
     # al. 2019), normalised to mean 1 over the classes; focal loss (Lin et al. 2017), 0 = off.
@@ -94,7 +92,6 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.classes = ()
     config.data.train_examples_per_class = 0
     config.data.image_size = 0  # Side images are resized to by datasets of mixed sizes (0: native).
-    # ANCHOR issue 15: imbalanced-data fields (config.data.imbalance_ratio, sampler) go here.
     # Imbalanced data (data/imbalance.py): 'uniform' (every example once per epoch) or
     # 'balanced' (every class equally likely per draw); a long-tailed train split where class k
     # keeps n_max * ratio^(-k / (C - 1)) examples (0 or 1: off); and which examples the subsets
@@ -192,121 +189,10 @@ def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, An
     return flat
 
 
-# Fields that change how a run looks or how often it is saved, not what it computes: a resume
-# may change them (e.g. turn on debug_nans to find the operation that made a NaN).
-PRESENTATION_FIELDS = frozenset(
-    {"train.progress_bar", "train.checkpoint_every_minutes", "debug_nans"}
-)
 # Fields that say where a run computes, not what: a checkpoint restores onto another mesh.
 LAYOUT_FIELDS = frozenset(
     {"mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.mode", "mesh.strategy", "mesh.num_devices"}
 )
-
-
-# Base fields added after jaxdl 0.1.0, by the version that added them. A run saved before has
-# none of them, and behaves as their defaults do.
-ADDED_FIELDS = {
-    "0.2.0": (
-        "train.checkpoint_every_minutes",
-        "train.nonfinite",
-        "train.nonfinite_patience",
-        "train.nonfinite_lr_factor",
-        "train.nonfinite_max_rollbacks",
-        "debug_nans",
-    ),
-    "0.3.0": (
-        "mesh.data",
-        "mesh.fsdp",
-        "mesh.tensor",
-        "mesh.mode",
-        "train.grad_accum_steps",
-        "train.loss_scale_init",
-        "train.loss_scale_growth_interval",
-    ),
-    "0.4.0": (
-        "init_from",
-        "data.crop_padding",
-        "data.resized_crop_scale",
-        "data.resized_crop_ratio",
-        "data.color_jitter",
-        "data.mixup_alpha",
-        "data.cutmix_alpha",
-        "data.randaugment_ops",
-        "data.randaugment_magnitude",
-        "data.classes",
-        "data.train_examples_per_class",
-        "data.image_size",
-        "optimizer.frozen",
-        "optimizer.lr_multipliers",
-    ),
-    "0.5.0": (
-        "quant.scheme",
-        "quant.mode",
-        "distill.teacher",
-        "distill.temperature",
-        "distill.alpha",
-        "prune.sparsity",
-        "prune.scope",
-        "prune.structure",
-        "prune.begin",
-        "prune.end",
-        "prune.every",
-        "train.monitor_from",
-    ),
-    "0.6.0": (
-        # ANCHOR issue 15: adversarial training fields.
-        "task.adversarial",
-        "task.adversarial_eps",
-        "task.adversarial_norm",
-        "task.adversarial_steps",
-        "task.adversarial_step_size",
-        "task.trades_beta",
-        # ANCHOR issue 15: imbalanced-data fields.
-        "task.class_weighting",
-        "task.class_weighting_beta",
-        "task.focal_gamma",
-        "data.sampler",
-        "data.imbalance_ratio",
-        "data.subset_seed",
-    ),
-}
-
-
-def with_new_fields(saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved flattened config plus the fields added since it was written, at their defaults.
-
-    A run saved by an earlier jaxdl then compares equal to the same experiment today, and its
-    config.json loads with every field the engine reads.
-    """
-    defaults = flatten(base_config())
-    added = {key: defaults[key] for keys in ADDED_FIELDS.values() for key in keys}
-    return {**added, **saved}
-
-
-def unflatten(flat: dict[str, Any]) -> ml_collections.ConfigDict:
-    """The inverse of `flatten` (sequences stay lists, as config.json stores them)."""
-    nested: dict[str, Any] = {}
-    for key, value in flat.items():
-        *parents, leaf = key.split(".")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return ml_collections.ConfigDict(nested)
-
-
-def diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Human-readable lines for each field that differs between two flattened configs."""
-    lines = []
-    # Fields added since the run was saved take their defaults, where this config has them too
-    # (graph experiments replace config.task, so they lack the classifier's task fields).
-    completed = with_new_fields(saved)
-    saved = {key: value for key, value in completed.items() if key in saved or key in current}
-    for key in sorted((set(saved) | set(current)) - PRESENTATION_FIELDS - LAYOUT_FIELDS):
-        old, new = saved.get(key, "<absent>"), current.get(key, "<absent>")
-        if old != new:
-            lines.append(f"  {key}: {old!r} -> {new!r}")
-    return lines
 
 
 def make_quick(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -16,6 +16,7 @@ from typing import Any
 import ml_collections
 
 from jaxdl import config as config_lib
+from jaxdl import saved_configs
 from jaxdl.errors import UserInputError
 
 CONFIG_FILE = "config.json"
@@ -91,7 +92,7 @@ def load_config(workdir: Path) -> ml_collections.ConfigDict:
             )
         # A run saved by an earlier jaxdl lacks the fields added since: they take their defaults.
         saved = config_lib.flatten(_saved_config(workdir))
-        config = config_lib.unflatten(config_lib.with_new_fields(saved))
+        config = saved_configs.unflatten(saved_configs.with_new_fields(saved))
     except OSError as error:
         raise _unreadable(workdir, error) from error
     try:
@@ -186,7 +187,7 @@ def _inspect(workdir: Path, config: ml_collections.ConfigDict, fresh: bool) -> W
             "choose another --workdir, or pass --fresh to move its contents aside."
         )
     saved = config_lib.flatten(_saved_config(workdir))
-    changes = [line.strip() for line in config_lib.diff(saved, config_lib.flatten(config))]
+    changes = [line.strip() for line in saved_configs.diff(saved, config_lib.flatten(config))]
     if changes:
         raise UserInputError(
             f"--workdir {workdir} holds a run with a different config: {'; '.join(changes)}. "
