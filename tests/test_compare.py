@@ -21,7 +21,8 @@ def test_compare_lists_metrics_differences_and_plots_curves(
     )
     assert code == 0, err
     rows = [line for line in printed.splitlines() if line.startswith("| ")]
-    assert rows[0].startswith("| run | test/accuracy | test/loss | steps | steps/s |")
+    metrics = "test/accuracy | test/balanced_accuracy | test/ece | test/loss | test/macro_f1"
+    assert rows[0].startswith(f"| run | {metrics} | steps | steps/s |")
     assert any(line.startswith('| model.name | "cnn" | "mlp" |') for line in rows)
     assert out.read_bytes().startswith(b"\x89PNG")
     runs = [compare.read_run(reference_run), compare.read_run(finished_run)]
