@@ -281,9 +281,13 @@ def _train(
     print(json.dumps({k: summary[k] for k in ("final_metrics", "steps", "wall_seconds")}))
     if jax.process_index() == 0:  # The one process that writes them.
         samples = ", samples/" if (run_dir / "samples").is_dir() else ""
+        # The task's end-of-run figures (engine/run_report.py), e.g. a classifier's confusion matrix.
+        report = "".join(
+            f", {p.name}" for p in sorted(run_dir.glob("*.png")) if p.name != "curves.png"
+        )
         print(
-            f"wrote {run_dir / workdir.SUMMARY_FILE}, curves.png, metrics.jsonl, tensorboard/"
-            + samples
+            f"wrote {run_dir / workdir.SUMMARY_FILE}, curves.png{report}, metrics.jsonl, "
+            "tensorboard/" + samples
         )
     if summary["status"] == "diverged":
         print(
