@@ -147,18 +147,22 @@ class BalancedEpochs:
         self.__post_init__()
 
 
-def train_epochs(spec: DatasetSpec, sampler: str) -> BalancedEpochs | None:
-    """What orders the train stream for data.sampler: None for 'uniform' (order.py's
-    permutations), BalancedEpochs over the train labels for 'balanced'."""
+def check_sampler(spec: DatasetSpec, sampler: str) -> None:
+    """data.sampler is known and `spec` can serve it (without reading the labels)."""
     if sampler not in SAMPLERS:
         raise UserInputError(
             f"data.sampler={sampler!r} is not one of {', '.join(SAMPLERS)}; use 'balanced' to "
             "draw every class equally often."
         )
-    if sampler == "uniform":
-        return None
-    _require_class_labels(spec, "data.sampler='balanced'")
-    return BalancedEpochs(split_labels(spec))
+    if sampler == "balanced":
+        _require_class_labels(spec, "data.sampler='balanced'")
+
+
+def train_epochs(spec: DatasetSpec, sampler: str) -> BalancedEpochs | None:
+    """What orders the train stream for data.sampler: None for 'uniform' (order.py's
+    permutations), BalancedEpochs over the train labels for 'balanced'."""
+    check_sampler(spec, sampler)
+    return None if sampler == "uniform" else BalancedEpochs(split_labels(spec))
 
 
 def _require_class_labels(spec: DatasetSpec, what: str) -> None:

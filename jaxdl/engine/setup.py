@@ -14,7 +14,7 @@ from flax.core import meta
 
 from jaxdl import config as config_lib
 from jaxdl import data, tasks
-from jaxdl.data.imbalance import train_epochs
+from jaxdl.data.imbalance import check_sampler
 from jaxdl.engine import feed as feed_lib
 from jaxdl.engine import run_source, sample_quality, sharding, workdir
 from jaxdl.errors import UserInputError
@@ -139,7 +139,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
     config_lib.validate(config)
     dataset = data.load_dataset(config.data)
     # Refused here, not at the first batch: data.sampler needs a dataset with class labels.
-    train_epochs(dataset, config.data.get("sampler", "uniform"))
+    check_sampler(dataset, config.data.get("sampler", "uniform"))
     augmentations = data.build_augmentations(config.data, dataset.input_shape, dataset.num_classes)
     task = build_task(config, dataset, batch_axis_name=_batch_axis_name(config))
     mesh = sharding.make_mesh(config_lib.mesh_axis_sizes(config), config.mesh.num_devices)
