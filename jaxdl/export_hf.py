@@ -21,6 +21,7 @@ import tokenizers
 from jaxdl import hf_names, pretrained
 from jaxdl.engine.evaluation import restore_checkpoint
 from jaxdl.engine.init_from_hf import SOURCE_DIR
+from jaxdl.engine.workdir import check_new_dir
 from jaxdl.errors import UserInputError
 from jaxdl.models.bert import Bert
 from jaxdl.optim import param_paths
@@ -30,18 +31,10 @@ HIDDEN_ACT = {"gelu_exact": "gelu", "gelu": "gelu_pytorch_tanh"}  # Inverse of A
 ARCHITECTURES = {"classify": "BertForSequenceClassification", "mlm": "BertForMaskedLM"}
 
 
-def _check_out(out: Path) -> None:
-    if out.is_file() or (out.is_dir() and any(out.iterdir())):
-        raise UserInputError(
-            f"--out {out} already exists and is not empty; export-hf never overwrites files. "
-            "Give a new directory."
-        )
-
-
 def export_hf(workdir: Path, out: Path, checkpoint: str = "best") -> int:
     """Write checkpoint `checkpoint` ('best', 'latest' or a step) of the run in `workdir` to
     `out` as a Hugging Face checkpoint; returns the step written."""
-    _check_out(out)
+    check_new_dir(out, "export-hf never overwrites files")
     plan, step, state = restore_checkpoint(workdir, checkpoint)
     model = getattr(plan.task, "model", None)
     if not isinstance(model, Bert):

@@ -36,8 +36,6 @@ def cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
 
     refuse_overrides("eval", rest)
     out = Path(args.out) if args.out else None
-    if out is not None:
-        run_report.check_out_dir(out)  # Before anything is read.
     quiet_logs()
     written = []
     if inference.is_derived_run(Path(args.workdir)):

@@ -31,11 +31,7 @@ def check_out(out: Path, source: Path) -> None:
     """`out` must be new (or an empty directory) and not the source run."""
     if out.resolve() == source.resolve():
         raise UserInputError(f"--out {out} is the source run itself; give a new directory.")
-    if out.is_file() or (out.is_dir() and any(out.iterdir())):
-        raise UserInputError(
-            f"--out {out} already exists and is not empty; nothing is overwritten. Give a new "
-            "directory, or remove that one."
-        )
+    workdir.check_new_dir(out)
 
 
 def write_derived_run(

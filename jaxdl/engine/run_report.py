@@ -14,7 +14,7 @@ from typing import Any
 
 from jaxdl.engine import evaluation, steps
 from jaxdl.engine.setup import Setup
-from jaxdl.engine.workdir import write_json
+from jaxdl.engine.workdir import check_new_dir, write_json
 from jaxdl.errors import UserInputError
 
 REPORT_FILE = "report.json"  # What `jaxdl eval --out DIR` writes besides the figures.
@@ -59,7 +59,7 @@ def evaluate_with_report(
     before) and, for a task with a report, the report under its own keys; with `out`, the
     figures and report.json written there. Returns (printed dict, written files)."""
     if out is not None:
-        check_out_dir(out)
+        check_new_dir(out)
     plan, step, state = evaluation.restore_checkpoint(run_dir, which)
     evaluate = steps.make_eval_fn(plan)
     sums = evaluate(state, split, raw=True)
@@ -80,13 +80,3 @@ def evaluate_with_report(
     write_figures(out, figures)
     write_json(out / REPORT_FILE, result)
     return result, [out / name for name in (*figures, REPORT_FILE)]
-
-
-def check_out_dir(out: Path) -> None:
-    """A new or empty directory: a report never replaces files already there."""
-    if out.exists() and not out.is_dir():
-        raise UserInputError(f"--out {out} is a file; give a new or empty directory.")
-    if out.is_dir() and any(out.iterdir()):
-        raise UserInputError(
-            f"--out {out} is not empty; give a new or empty directory (nothing is overwritten)."
-        )

@@ -225,6 +225,20 @@ def start_new(workdir: Path, config: ml_collections.ConfigDict) -> Path | None:
     return moved
 
 
+def check_new_dir(out: Path, promise: str = "nothing is overwritten") -> None:
+    """`--out` of a command that writes a directory: new, or an empty directory. `promise` says
+    what the command guarantees (e.g. "export-hf never overwrites files")."""
+    if out.exists() and not out.is_dir():
+        raise UserInputError(
+            f"--out {out} already exists and is a file; {promise}. Give a new or empty directory."
+        )
+    if out.is_dir() and any(out.iterdir()):
+        raise UserInputError(
+            f"--out {out} already exists and is not empty; {promise}. Give a new or empty "
+            "directory."
+        )
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Atomic: a reader never sees half a file."""
     write_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
