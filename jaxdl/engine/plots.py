@@ -1,9 +1,11 @@
 """Training curves as a PNG: one panel per metric, train and validation together."""
 
+import io
 from pathlib import Path
 from typing import Any
 
 from jaxdl.engine.metrics_log import read_records
+from jaxdl.engine.workdir import write_atomic
 
 SKIPPED = {"step", "split", "learning_rate", "grad_norm", "skipped_updates"}
 
@@ -17,6 +19,14 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
+    """`fig` as a PNG at `path`, written atomically (workdir.write_atomic): a kill mid-write
+    never leaves half a PNG. The caller closes the figure."""
+    png = io.BytesIO()
+    fig.savefig(png, dpi=dpi, format="png")
+    write_atomic(path, png.getvalue())
 
 
 def plot_curves(workdir: Path, out_path: Path) -> Path | None:
@@ -46,9 +56,6 @@ def plot_curves(workdir: Path, out_path: Path) -> Path | None:
         if name == "loss":
             ax.set_yscale("log")
     fig.tight_layout()
-    # Through a temporary file: a kill mid-write must not leave half a PNG.
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    fig.savefig(tmp, dpi=110, format="png")
+    save_figure(fig, out_path)
     plt.close(fig)
-    tmp.replace(out_path)
     return out_path

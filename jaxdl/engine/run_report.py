@@ -7,12 +7,10 @@ Figures are written atomically (temporary file, then rename); `--out` is a new o
 directory, so nothing already saved is overwritten.
 """
 
-import io
-import os
 from pathlib import Path
 from typing import Any
 
-from jaxdl.engine import evaluation, steps
+from jaxdl.engine import evaluation, plots, steps
 from jaxdl.engine.setup import Setup
 from jaxdl.engine.workdir import check_new_dir, write_json
 from jaxdl.errors import UserInputError
@@ -41,15 +39,9 @@ def end_of_run(
 
 
 def write_figures(out_dir: Path, figures: dict[str, Any]) -> None:
-    """Each figure as out_dir/NAME, through a fresh temporary file: a kill mid-write must not
-    leave half a PNG."""
+    """Each figure as out_dir/NAME, atomically (plots.save_figure)."""
     for name, figure in figures.items():
-        png = io.BytesIO()
-        figure.savefig(png, dpi=110, format="png")
-        tmp = out_dir / f".{name}.{os.getpid()}.tmp"
-        with open(tmp, "xb") as file:  # x: never through a file or link already there.
-            file.write(png.getvalue())
-        tmp.replace(out_dir / name)
+        plots.save_figure(figure, out_dir / name)
 
 
 def evaluate_with_report(

@@ -244,7 +244,7 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str | bytes) -> None:
     """Writes a new temporary file beside `path`, then renames it over `path`.
 
     A kill mid-write leaves the old file (or none), never half a file. O_EXCL on a fresh name
@@ -253,7 +253,7 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w") as file:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as file:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())

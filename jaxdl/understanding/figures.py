@@ -1,12 +1,13 @@
 """The pictures `jaxdl explain` writes, and writing them (with their raw arrays) atomically."""
 
+import io
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from jaxdl.engine import plots
+from jaxdl.engine.workdir import write_atomic
 
 # Signed maps (gradient x input, integrated gradients) get a diverging colour map centred at
 # zero; magnitudes (saliency, SmoothGrad, Grad-CAM, rollout) a sequential one.
@@ -129,21 +130,16 @@ def neighbor_grid(
 
 
 def write_outputs(fig: object, arrays: dict[str, np.ndarray], png: Path) -> Path:
-    """The figure to `png` and `arrays` to the .npz beside it; each written to a temporary
-    file first and renamed, so an interrupted command leaves no half-written file."""
+    """The figure to `png` and `arrays` to the .npz beside it, each written atomically
+    (engine/workdir.write_atomic), so an interrupted command leaves no half-written file."""
     plt = plots.pyplot()
     npz = png.with_suffix(".npz")
     png.parent.mkdir(parents=True, exist_ok=True)
-    temp_png = png.with_name(f".{png.name}.{os.getpid()}.tmp")
-    temp_npz = npz.with_name(f".{npz.name}.{os.getpid()}.tmp")
     try:
-        fig.savefig(temp_png, dpi=100, format="png")
-        with open(temp_npz, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(temp_npz, npz)
-        os.replace(temp_png, png)
+        packed = io.BytesIO()
+        np.savez(packed, **arrays)
+        write_atomic(npz, packed.getvalue())
+        plots.save_figure(fig, png, dpi=100)
     finally:
         plt.close(fig)
-        for temp in (temp_png, temp_npz):
-            temp.unlink(missing_ok=True)
     return npz
