@@ -19,12 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from jaxdl import config_checks
 from jaxdl.data.arrays import ExampleArrays
 from jaxdl.data.spec import DatasetSpec
 from jaxdl.data.subset import IndexedSource, Relabel, pick_examples, record_labels
 from jaxdl.errors import UserInputError
 
-SAMPLERS = ("uniform", "balanced")
+SAMPLERS = config_checks.SAMPLERS
 # Mixed into the Philox key so that the balanced draws are not the uniform order's bits.
 _BALANCED_SALT = 0x9E3779B97F4A7C15
 

@@ -22,10 +22,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxdl import config_checks
 from jaxdl.data.imbalance import class_counts
 from jaxdl.errors import UserInputError
 
-CLASS_WEIGHTINGS = ("none", "inverse", "effective")
+CLASS_WEIGHTINGS = config_checks.CLASS_WEIGHTINGS
 
 
 def class_weights(counts: np.ndarray, method: str, beta: float = 0.999) -> np.ndarray:
