@@ -19,16 +19,13 @@ FEATURE_BATCH = 256
 
 def explain(args: argparse.Namespace) -> str:
     """Runs the command; returns the lines to print."""
+    from jaxdl.compression.inference import check_classifier
     from jaxdl.engine.evaluation import restore_checkpoint
-    from jaxdl.tasks.classification import ClassificationTask
+    from jaxdl.engine.workdir import load_config
 
     run_dir = Path(args.workdir)
+    check_classifier(load_config(run_dir), run_dir)  # From config.json, before any restore.
     plan, step, state = restore_checkpoint(run_dir, args.checkpoint)
-    if not isinstance(plan.task, ClassificationTask):
-        raise UserInputError(
-            f"{run_dir} is a {plan.config.task.name!r} run; jaxdl explain reads classifier runs "
-            "(task.name='classification')."
-        )
     if args.split not in plan.dataset.splits:
         raise UserInputError(
             f"--split {args.split!r}: {run_dir}'s dataset has {', '.join(plan.dataset.splits)}."
