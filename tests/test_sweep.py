@@ -326,3 +326,17 @@ def test_report_from_the_study(capsys, tmp_path):
     assert text.count("| complete |") == 4
     for name in ("history.png", "importances.png"):
         assert (out / name).stat().st_size > 1000
+
+
+def test_report_of_trials_with_one_value_leaves_the_importances_out(tmp_path, monkeypatch):
+    """fANOVA has no variation to ascribe when every trial scored the same: no importances.png,
+    the rest of the report as usual."""
+    out = tmp_path / "flat"
+    sweep = make_sweep(out, trials=3, sampler="random")
+    monkeypatch.setattr(sys.modules[__name__], "_objective", lambda overrides: 0.5)
+    sweep.run(1, FakeTraining(out))
+    from jaxdl.studies import sweep_report
+
+    text = sweep_report.write_report(sweep.study, sweep.definition, out)
+    assert "history.png" in text and "importances.png" not in text
+    assert (out / "history.png").is_file() and not (out / "importances.png").exists()

@@ -82,8 +82,22 @@ def _save(axes: Any, path: Path) -> None:
     figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
     figure.set_size_inches(8, 5)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    plots.save_figure(figure, path)
     plots.pyplot().close(figure)
+
+
+def _importances(study: optuna.study.Study, target: str, out: Path) -> bool:
+    """importances.png (fANOVA, seeded: the same plot twice); False when every finished trial
+    has the same value, so there is no variation to ascribe."""
+    from optuna.visualization import matplotlib as optuna_plots
+
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    try:
+        axes = optuna_plots.plot_param_importances(study, evaluator=evaluator, target_name=target)
+    except RuntimeError:  # fANOVA: "Encountered zero total variance in all trees."
+        return False
+    _save(axes, out / "importances.png")
+    return True
 
 
 def write_plots(study: optuna.study.Study, out: Path, target: str) -> list[str]:
@@ -97,27 +111,24 @@ def write_plots(study: optuna.study.Study, out: Path, target: str) -> list[str]:
     written = []
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # "Study instance does not contain..."
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if complete:
-            _save(
-                optuna_plots.plot_optimization_history(study, target_name=target),
-                out / "history.png",
-            )
-            written.append("history.png")
-        if len(complete) >= 2 and varied:
-            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # Same plot twice.
-            _save(
-                optuna_plots.plot_param_importances(study, evaluator=evaluator, target_name=target),
-                out / "importances.png",
-            )
-            written.append("importances.png")
-        if any(trial.intermediate_values for trial in study.get_trials(deepcopy=False)):
-            axes = optuna_plots.plot_intermediate_values(study)
-            axes.get_legend() and axes.get_legend().remove()  # One entry per trial: unreadable.
-            _save(axes, out / "intermediate.png")
-            written.append("intermediate.png")
-    optuna.logging.set_verbosity(verbosity)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if complete:
+                _save(
+                    optuna_plots.plot_optimization_history(study, target_name=target),
+                    out / "history.png",
+                )
+                written.append("history.png")
+            if len(complete) >= 2 and varied and _importances(study, target, out):
+                written.append("importances.png")
+            if any(trial.intermediate_values for trial in study.get_trials(deepcopy=False)):
+                axes = optuna_plots.plot_intermediate_values(study)
+                axes.get_legend() and axes.get_legend().remove()  # One entry per trial: unreadable.
+                _save(axes, out / "intermediate.png")
+                written.append("intermediate.png")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     return written
 
 
