@@ -55,7 +55,6 @@ class Job:
 class Slot:
     """What one worker's trials may use: CPU cores, and GPUs where there are enough."""
 
-    index: int
     cpus: tuple[int, ...]
     env: dict[str, str]
 
@@ -78,7 +77,7 @@ def worker_slots(workers: int) -> list[Slot]:
         env = {}
         if len(gpus) >= workers:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[index::workers])
-        slots.append(Slot(index, share, env))
+        slots.append(Slot(share, env))
     return slots
 
 
