@@ -39,6 +39,11 @@ def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def train_quick(workdir: Path, *overrides: str) -> int:
+    """`jaxdl train` of the quick digits MLP, in this process."""
+    return main(["train", "--config", QUICK, "--workdir", str(workdir), *overrides])
+
+
 def assert_error(code: int, err: str, *words: str) -> str:
     """Exit code 2 and one 'jaxdl: error:' message containing every one of `words`."""
     assert code == 2, err

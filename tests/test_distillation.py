@@ -6,19 +6,19 @@ The teacher is the session's quick CNN run (`reference_run`); the student is the
 
 import json
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdl.cli import main, parse_config
+from jaxdl.cli import parse_config
 from jaxdl.engine import init_from
 from jaxdl.engine.setup import setup
 from jaxdl.optim import param_paths
 from jaxdl.tasks.distillation import distillation_loss
 from tests.run_helpers import assert_stopped_run_resumes_identically
 from tests.test_cli_errors import QUICK, run_cli
+from tests.test_cli_errors import train_quick as train
 
 
 def test_distillation_loss_matches_hand_computed_kl():
@@ -61,10 +61,6 @@ def test_teacher_is_frozen_inside_the_train_step(reference_run, tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(leaves, after, strict=True))
     mix = 0.5 * metrics["label_loss"] + 0.5 * metrics["distill_loss"]
     np.testing.assert_allclose(metrics["loss"], mix, rtol=1e-6)
-
-
-def train(workdir: Path, *overrides: str) -> int:
-    return main(["train", "--config", QUICK, "--workdir", str(workdir), *overrides])
 
 
 def test_distilled_run_resumes_bit_exactly(reference_run, tmp_path, monkeypatch, capsys):

@@ -5,7 +5,6 @@ import numpy as np
 import optax
 import pytest
 
-from jaxdl.cli import main
 from jaxdl.data import train_iterator
 from jaxdl.data.arrays import in_memory
 from jaxdl.data.imbalance import (
@@ -21,6 +20,7 @@ from jaxdl.data.subset import apply_subset
 from jaxdl.tasks.class_balance import balanced_cross_entropy, class_weights
 from tests.run_helpers import assert_stopped_run_resumes_identically
 from tests.test_cli_errors import QUICK, assert_error, run_cli
+from tests.test_cli_errors import train_quick as train
 
 
 def skewed_spec(labels: list[int] | np.ndarray, num_classes: int = 3) -> DatasetSpec:
@@ -200,10 +200,6 @@ def test_seeded_choices_are_deterministic_and_differ_between_seeds():
 
 
 # Whole runs.
-
-
-def train(workdir, *overrides: str) -> int:
-    return main(["train", "--config", QUICK, "--workdir", str(workdir), *overrides])
 
 
 def test_balanced_weighted_focal_run_resumes_bit_exactly(tmp_path, monkeypatch, capsys):

@@ -15,6 +15,7 @@ from jaxdl import pruning
 from jaxdl.cli import main
 from tests.run_helpers import assert_stopped_run_resumes_identically
 from tests.test_cli_errors import QUICK, run_cli
+from tests.test_cli_errors import train_quick as train
 
 
 def prune_config(**fields) -> ml_collections.ConfigDict:
@@ -64,10 +65,6 @@ def test_masked_weights_stay_zero_through_optimizer_steps():
     # The schedule reaches 75% at step 10 and holds it; a pruned weight never comes back.
     assert len(zero_sets[-1]) == 96
     assert all(a <= b for a, b in itertools.pairwise(zero_sets))
-
-
-def train(workdir, *overrides: str) -> int:
-    return main(["train", "--config", QUICK, "--workdir", str(workdir), *overrides])
 
 
 def test_pruned_run_resumes_bit_exactly_and_reports_its_sparsity(tmp_path, monkeypatch, capsys):
