@@ -82,7 +82,7 @@ def test_integrated_gradients_match_a_trapezoid_of_finite_difference_gradients()
         for a in alphas
     ]
     mean = (0.5 * grads[0] + sum(grads[1:-1]) + 0.5 * grads[-1]) / steps
-    got = attribution.integrated_gradients(logits_fn, x, targets, baseline, steps)
+    got = attribution.integrated_gradients(logits_fn, x, targets, baseline, steps, "uniform")
     np.testing.assert_allclose(got, (np.asarray(x) - 0.25) * mean, atol=2e-3)
 
 
@@ -98,6 +98,76 @@ def test_integrated_gradients_completeness_on_a_smooth_model():
     assert (
         float(attribution.completeness_error(logits_fn, x, targets, baseline, coarse).max()) > 1e-3
     )
+
+
+def kinked_model(kinks: np.ndarray):
+    """Logit = sum_k relu(mean(x) - kink_k) (and its negation): along the path from a zero
+    baseline to x = 1 the gradient jumps at alpha = each kink, so the trapezoid rule's error
+    comes from the intervals holding the kinks."""
+
+    def logits_fn(x):
+        m = x.reshape(x.shape[0], -1).mean(axis=1, keepdims=True)
+        value = jax.nn.relu(m - jnp.asarray(kinks)).sum(axis=1)
+        return jnp.stack([value, -value], axis=1)
+
+    return logits_fn
+
+
+def test_adaptive_rule_bisects_the_intervals_holding_the_gradient_jumps():
+    kinks = np.array([0.3, 0.55, 0.61, 0.87])
+    logits_fn = kinked_model(kinks)
+    x, targets, baseline = jnp.ones((2, 2, 3)), jnp.array([0, 1]), jnp.zeros((2, 3))
+    errors = {
+        rule: float(
+            attribution.completeness_error(
+                logits_fn,
+                x,
+                targets,
+                baseline,
+                attribution.integrated_gradients(logits_fn, x, targets, baseline, 64, rule),
+            ).max()
+        )
+        for rule in attribution.QUADRATURES
+    }
+    assert errors["uniform"] > 1e-3  # The kinks sit off the even grid.
+    assert errors["adaptive"] < errors["uniform"] / 10
+    # The points: steps + 1 of them in [0, 1] with both ends, bunched around the kinks.
+    alphas, grads = attribution._adaptive_points(
+        logits_fn, baseline[None].repeat(2, 0), x - baseline, targets, 64
+    )
+    assert alphas.shape == (2, 65) and grads.shape == (65, 2, 2, 3)
+    points = np.sort(np.asarray(alphas[0]))
+    assert points[0] == 0.0 and points[-1] == 1.0 and len(np.unique(points)) == 65
+    gaps = np.diff(points)
+    narrowest = points[np.argmin(gaps)]
+    assert np.abs(kinks - narrowest).min() < gaps.min() * 2
+
+
+def test_refinement_redoes_only_the_examples_above_the_tolerance():
+    logits_fn = kinked_model(np.array([0.3, 0.55, 0.61, 0.87]))
+    # Example 0 runs through the kinks; example 1 stays below them (a linear path, exact).
+    x, targets = jnp.stack([jnp.ones((2, 3)), jnp.full((2, 3), 0.25)]), jnp.array([0, 0])
+    baseline = jnp.zeros((2, 3))
+    plain = attribution.integrated_gradients(logits_fn, x, targets, baseline, 8, "uniform")
+    maps, errors, steps = attribution.refined_integrated_gradients(
+        logits_fn, x, targets, baseline, 8, "uniform", 1e-3, 1024
+    )
+    assert steps[1] == 8 and steps[0] > 8
+    np.testing.assert_array_equal(maps[1], plain[1])
+    assert (
+        errors[0]
+        <= 1e-3
+        < float(attribution.completeness_error(logits_fn, x, targets, baseline, plain)[0])
+    )
+    # Tolerance 0 never refines; a low --max-steps stops refining with the error above.
+    _, _, never = attribution.refined_integrated_gradients(
+        logits_fn, x, targets, baseline, 8, "uniform", 0.0, 1024
+    )
+    _, capped_errors, capped = attribution.refined_integrated_gradients(
+        logits_fn, x, targets, baseline, 8, "uniform", 1e-6, 16
+    )
+    np.testing.assert_array_equal(never, 8)
+    assert capped[0] == 16 and capped_errors[0] > 1e-6
 
 
 def test_integrated_gradients_are_exact_where_the_gradient_is_linear_on_the_path():

@@ -21,8 +21,13 @@ def test_integrated_gradients_on_a_quick_cnn(capsys, reference_run, tmp_path):
     out = tmp_path / "ig.png"
     code, stdout, err = explain(capsys, reference_run, out, "--method", "ig", "--num", "6")
     assert code == 0, err
-    assert "IG completeness (128 steps, zeros baseline, 6 examples)" in stdout
+    assert "IG completeness (adaptive rule, zeros baseline, 6 examples): " in stdout
     arrays = load(out)
+    # Every example within the default 1%, at 128 steps or refined to more.
+    assert arrays["completeness_error"].max() <= 0.01
+    assert set(arrays["steps"]) <= {128, 256, 512, 1024}
+    within = int(stdout.split("): ")[1].split(" within 1% at 128 steps")[0])
+    assert within == int((arrays["steps"] == 128).sum())
     assert arrays["maps"].shape == arrays["inputs"].shape == (6, 8, 8, 1)
     assert arrays["display_maps"].shape == (6, 8, 8)
     assert arrays["completeness_error"].shape == (6,)
@@ -67,10 +72,23 @@ def test_gradient_methods_on_an_mlp(capsys, finished_run, tmp_path, method):
 def test_ig_mean_baseline_is_the_train_mean(capsys, finished_run, tmp_path):
     out = tmp_path / "ig_mean.png"
     code, stdout, err = explain(
-        capsys, finished_run, out, "--method", "ig", "--baseline", "mean", "--steps", "16"
+        capsys,
+        finished_run,
+        out,
+        "--method",
+        "ig",
+        "--baseline",
+        "mean",
+        "--steps",
+        "16",
+        "--quadrature",
+        "uniform",
+        "--tolerance",
+        "0",
     )
     assert code == 0, err
-    assert "16 steps, mean baseline" in stdout
+    assert "(uniform rule, mean baseline, 16 examples, 16 steps)" in stdout
+    np.testing.assert_array_equal(load(out)["steps"], 16)  # Tolerance 0: nothing refined.
     baseline = load(out)["baseline"]
     assert baseline.shape == (8, 8, 1) and 0.0 < baseline.mean() < 1.0
 
@@ -112,6 +130,9 @@ BAD_INPUT = {
     "layer without gradcam": (["--method", "ig", "--layer", "Conv_0"], ["--layer is for"]),
     "bad baseline": (["--method", "ig", "--baseline", "ones"], ["--baseline 'ones'", "zeros"]),
     "zero steps": (["--method", "ig", "--steps", "0"], ["--steps 0"]),
+    "bad quadrature": (["--method", "ig", "--quadrature", "gauss"], ["--quadrature 'gauss'"]),
+    "negative tolerance": (["--method", "ig", "--tolerance", "-0.1"], ["--tolerance -0.1"]),
+    "max steps below steps": (["--method", "ig", "--max-steps", "64"], ["--max-steps 64"]),
     "bad embedding": (["--method", "embedding", "--embedding", "umap"], ["--embedding", "tsne"]),
     "bad split": (["--method", "ig", "--split", "dev"], ["--split 'dev'"]),
     "too many neighbors": (["--method", "neighbors", "--neighbors", "100000"], ["--neighbors"]),

@@ -15,6 +15,8 @@ FEATURE_METHODS = ("filters", "embedding", "neighbors")
 METHODS = (*ATTRIBUTION_METHODS, *FEATURE_METHODS)
 SIGNED = ("gradxinput", "ig")
 BASELINES = ("zeros", "mean")
+# attribution.QUADRATURES, named here so that the CLI starts without importing JAX.
+QUADRATURES = ("adaptive", "uniform")
 TARGETS = ("pred", "label")
 # EMBEDDINGS, named here so that the CLI starts without importing scikit-learn.
 EMBEDDINGS = ("pca", "tsne")
@@ -37,6 +39,7 @@ def check_args(args: argparse.Namespace) -> None:
         ("--baseline", args.baseline, BASELINES),
         ("--target", args.target, TARGETS),
         ("--embedding", args.embedding, EMBEDDINGS),
+        ("--quadrature", args.quadrature, QUADRATURES),
     ):
         if value not in allowed:
             raise UserInputError(f"{flag} {value!r}: choose one of {', '.join(allowed)}.")
@@ -48,6 +51,15 @@ def check_args(args: argparse.Namespace) -> None:
     ):
         if value is not None and value < 1:
             raise UserInputError(f"{flag} {value}: give at least 1.")
+    if not 0 <= args.tolerance < 1:
+        raise UserInputError(
+            f"--tolerance {args.tolerance}: give the completeness error allowed as a fraction in "
+            "[0, 1) (0.01 is 1%; 0 never refines)."
+        )
+    if args.max_steps < args.steps:
+        raise UserInputError(
+            f"--max-steps {args.max_steps} is below --steps {args.steps}; give at least --steps."
+        )
     if not args.noise >= 0:
         raise UserInputError(f"--noise {args.noise}: give a fraction of the input range >= 0.")
     if args.layer is not None and args.method != "gradcam":
@@ -85,6 +97,21 @@ def add_parser(sub: argparse._SubParsersAction, verbose_help: str) -> None:
     )
     parser.add_argument("--baseline", default="zeros", help="ig: zeros or mean (train mean)")
     parser.add_argument("--steps", type=int, default=128, help="ig: trapezoid intervals")
+    parser.add_argument(
+        "--quadrature",
+        default="adaptive",
+        help="ig: adaptive (intervals bisected where the gradient changes) or uniform",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.01,
+        help="ig: examples whose completeness error is above this fraction are redone with "
+        "twice the steps (0: never)",
+    )
+    parser.add_argument(
+        "--max-steps", type=int, default=1024, help="ig: the most steps refinement goes to"
+    )
     parser.add_argument("--layer", help="gradcam: a convolution's path (default: the last)")
     parser.add_argument("--embedding", default="pca", help="embedding: pca or tsne")
     parser.add_argument("--neighbors", type=int, default=5, help="neighbors: k per query")

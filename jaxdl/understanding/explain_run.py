@@ -141,20 +141,36 @@ def _gradient_maps(
         )
         return maps, [f"SmoothGrad: {args.samples} samples, noise {args.noise}"], {}
     baseline = _baseline(context, inputs)
-    maps = jax.jit(attribution.integrated_gradients, static_argnums=(0, 4))(
-        logits_fn, inputs, targets, baseline, args.steps
-    )
-    errors = np.asarray(
-        jax.jit(attribution.completeness_error, static_argnums=0)(
-            logits_fn, inputs, targets, baseline, maps
-        )
+    maps, errors, used = attribution.refined_integrated_gradients(
+        logits_fn,
+        inputs,
+        targets,
+        baseline,
+        args.steps,
+        args.quadrature,
+        args.tolerance,
+        args.max_steps,
     )
     note = (
-        f"IG completeness ({args.steps} steps, {args.baseline} baseline, {len(errors)} examples): "
-        f"sum of attributions vs f(x) - f(baseline), relative error worst "
+        f"IG completeness ({args.quadrature} rule, {args.baseline} baseline, {len(errors)} examples"
+    )
+    refined = {int(n): int((used == n).sum()) for n in np.unique(used) if n != args.steps}
+    if args.tolerance > 0:
+        within = int((errors[used == args.steps] <= args.tolerance).sum())
+        note += f"): {within} within {100 * args.tolerance:g}% at {args.steps} steps"
+        if refined:
+            note += ", refined: " + ", ".join(f"{k} at {n} steps" for n, k in refined.items())
+        above = int((errors > args.tolerance).sum())
+        if above:
+            note += f"; {above} still above at --max-steps {args.max_steps}"
+    else:
+        note += f", {args.steps} steps)"
+    note += (
+        f"; sum of attributions vs f(x) - f(baseline), relative error worst "
         f"{100 * errors.max():.3f}%, median {100 * np.median(errors):.3f}%"
     )
-    return maps, [note], {"baseline": np.asarray(baseline), "completeness_error": errors}
+    arrays = {"baseline": np.asarray(baseline), "completeness_error": errors, "steps": used}
+    return jnp.asarray(maps), [note], arrays
 
 
 def _baseline(context: _Context, inputs: jax.Array) -> jax.Array:
