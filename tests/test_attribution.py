@@ -238,6 +238,38 @@ def test_probes_find_layers_features_and_perturb_a_layer(cnn_classifier):
     assert (first.path, first.kind, kernel.shape) == ("Conv_0", "Conv", (3, 3, 1, 4))
 
 
+class _TokenModel(nn.Module):
+    """Word + position embeddings (both nn.Embed, as BERT's), mean-pooled, then a head."""
+
+    @nn.compact
+    def __call__(self, ids, train: bool):
+        del train
+        words = nn.Embed(11, 4, name="words")(ids)
+        positions = nn.Embed(ids.shape[1], 4, name="positions")(jnp.arange(ids.shape[1]))
+        return nn.Dense(CLASSES)(jnp.tanh(words + positions).mean(axis=1))
+
+
+def test_token_probes_read_and_replace_the_word_embeddings():
+    model, ids = _TokenModel(), jnp.array([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])
+    params = model.init(jax.random.key(0), ids, train=False)["params"]
+    classifier = Classifier(SimpleNamespace(apply_fn=model.apply, params=params, model_state={}))
+    embedded = classifier.token_embeddings(ids)
+    # The word embeddings (the first call from the ids to a vector per token), not the positions.
+    np.testing.assert_array_equal(embedded, params["words"]["embedding"][ids])
+    logits_fn = classifier.logits_of_embeddings(ids)
+    np.testing.assert_allclose(logits_fn(embedded), classifier.logits(ids), rtol=1e-6)
+    assert not np.allclose(logits_fn(embedded + 1.0), classifier.logits(ids))
+    # IG over the embeddings: complete (a smooth model) and zero for an unchanged token.
+    targets = jnp.array([0, 2])
+    baseline = jnp.zeros_like(embedded[0]).at[2].set(embedded[0, 2])
+    maps = attribution.integrated_gradients(logits_fn, embedded, targets, baseline)
+    assert (
+        float(attribution.completeness_error(logits_fn, embedded, targets, baseline, maps).max())
+        < 1e-3
+    )
+    np.testing.assert_allclose(maps[0, 2], 0.0, atol=1e-7)
+
+
 def test_feature_helpers_shapes_and_seeding():
     filters = features.conv_filters(np.random.default_rng(0).normal(size=(3, 3, 1, 4)))
     assert filters.shape == (4, 3, 3, 1) and filters.min() == 0.0 and filters.max() == 1.0

@@ -50,7 +50,12 @@ def test_quick_variant_trains(tmp_path, sequence_data_dir, name):
     dataset, task = ENCODER_EXPERIMENTS[name]
     assert (plan.dataset.name, config.task.name, config.model.name) == (dataset, task, "bert")
     assert summary["steps"] == 4 and summary["status"] == "completed"
-    assert set(summary["final_metrics"]) == {"test/accuracy", "test/loss"}
+    extra = (
+        {"test/macro_f1", "test/balanced_accuracy", "test/ece"}
+        if task == "classification"
+        else set()
+    )
+    assert set(summary["final_metrics"]) == {"test/accuracy", "test/loss", *extra}
     assert all(math.isfinite(value) for value in summary["final_metrics"].values())
     assert 0.0 <= summary["final_metrics"]["test/accuracy"] <= 1.0
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

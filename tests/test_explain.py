@@ -171,6 +171,39 @@ def test_missing_workdir_and_non_png_out(capsys, tmp_path):
     assert_error(code, err, "--out", ".png")
 
 
+def test_token_attributions_of_a_sequence_classifier(capsys, tmp_path, sequence_data_dir):
+    run = tmp_path / "bilstm"
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--config",
+        "experiments/brackets_bilstm.py:quick",
+        "--workdir",
+        str(run),
+        f"--config.data.data_dir={sequence_data_dir}",
+        "--config.train.num_steps=4",
+        "--config.schedule.warmup_steps=1",
+    )
+    assert code == 0, err
+    out = tmp_path / "ig.png"
+    code, stdout, err = explain(capsys, run, out, "--method", "ig", "--num", "5")
+    assert code == 0, err
+    assert "attributions at the token embeddings (5, 40, 16)" in stdout
+    arrays = load(out)
+    assert arrays["maps"].shape == (5, 40, 16) and arrays["display_maps"].shape == (5, 40)
+    # Per-token scores are sums over the embedding, so they keep IG's completeness.
+    np.testing.assert_allclose(
+        arrays["display_maps"].sum(axis=1), arrays["maps"].sum(axis=(1, 2)), rtol=1e-5
+    )
+    assert arrays["completeness_error"].max() <= 0.01
+    code, _, err = explain(capsys, run, tmp_path / "s.png", "--method", "saliency", "--num", "3")
+    assert code == 0, err
+    assert load(tmp_path / "s.png")["display_maps"].min() >= 0.0
+    code, _, err = explain(capsys, run, tmp_path / "m.png", "--method", "ig", "--baseline", "mean")
+    assert_error(code, err, "--baseline mean", "token ids", "--baseline zeros")
+    assert not (tmp_path / "m.png").exists()
+
+
 @pytest.mark.slow
 def test_rollout_on_a_quick_vit(capsys, tmp_path):
     run = tmp_path / "vit"

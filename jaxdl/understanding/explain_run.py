@@ -71,22 +71,15 @@ class _Context:
         return np.concatenate(feats), np.concatenate(labels)
 
 
-def _refuse_integer_inputs(context: _Context, inputs: jax.Array) -> None:
-    if jnp.issubdtype(inputs.dtype, jnp.integer):
-        raise UserInputError(
-            f"--method {context.args.method}: {context.run_dir} reads integer token ids, which "
-            "have no input gradient; for this run use --method embedding or neighbors."
-        )
-
-
 def _attribution(context: _Context) -> str:
     args = context.args
     inputs, labels, extras = context.examples(args.split, args.num or 16)
-    _refuse_integer_inputs(context, inputs)
     classifier = Classifier(context.state, extras)
     logits = np.asarray(jax.jit(classifier.logits)(inputs))
     predictions = logits.argmax(axis=-1)
     targets = jnp.asarray(predictions if args.target == "pred" else labels)
+    # Token ids have no gradient: their attributions are taken at the embedded tokens.
+    tokens = bool(jnp.issubdtype(inputs.dtype, jnp.integer))
     arrays: dict[str, np.ndarray] = {}
     notes: list[str] = []
     if args.method == "gradcam":
@@ -101,11 +94,19 @@ def _attribution(context: _Context) -> str:
         maps = display
         notes.append("attention rollout (class-independent)")
     else:
-        maps, extra_notes, extra_arrays = _gradient_maps(context, classifier, inputs, targets)
+        points, logits_fn = inputs, classifier.logits
+        if tokens:
+            points = classifier.token_embeddings(inputs)
+            logits_fn = classifier.logits_of_embeddings(inputs)
+            notes.append(f"attributions at the token embeddings {tuple(points.shape)}")
+        maps, extra_notes, extra_arrays = _gradient_maps(context, logits_fn, points, targets)
         notes += extra_notes
         arrays.update(extra_arrays)
-        image_like = inputs.ndim == 4
-        display = figures.reduce_channels(np.asarray(maps), args.method in SIGNED, image_like)
+        signed = args.method in SIGNED
+        if tokens:
+            display = figures.token_scores(np.asarray(maps), signed)
+        else:
+            display = figures.reduce_channels(np.asarray(maps), signed, inputs.ndim == 4)
     arrays.update(
         inputs=np.asarray(inputs),
         labels=labels,
@@ -119,17 +120,38 @@ def _attribution(context: _Context) -> str:
         f"{args.method} ({args.target} class), {context.model} step {context.step}, "
         f"{args.split} split"
     )
-    fig = figures.attribution_grid(
-        np.asarray(inputs), display, labels, predictions, args.method in SIGNED, title
-    )
+    if tokens:
+        texts = _token_texts(context, np.asarray(inputs), extras)
+        fig = figures.token_grid(texts, display, labels, predictions, args.method in SIGNED, title)
+    else:
+        fig = figures.attribution_grid(
+            np.asarray(inputs), display, labels, predictions, args.method in SIGNED, title
+        )
     npz = figures.write_outputs(fig, arrays, context.out)
     return "\n".join([*notes, f"wrote {context.out} and {npz}"])
 
 
+def _token_texts(context: _Context, ids: np.ndarray, extras: dict[str, Any]) -> list[list[str]]:
+    """Each example's tokens as short strings (bytes as characters, other vocabularies as ids),
+    up to its length."""
+    lengths = np.asarray(extras["lengths"]) if "lengths" in extras else [ids.shape[1]] * len(ids)
+    as_bytes = context.plan.dataset.vocab_size == 256
+
+    def text(token: int) -> str:
+        if as_bytes and 33 <= token < 127:
+            return chr(token)
+        if as_bytes and token == 32:
+            return "\u2423"  # Open box: a visible space.
+        return f"#{token}"
+
+    return [[text(int(t)) for t in row[:length]] for row, length in zip(ids, lengths, strict=True)]
+
+
 def _gradient_maps(
-    context: _Context, classifier: Classifier, inputs: jax.Array, targets: jax.Array
+    context: _Context, logits_fn: Any, inputs: jax.Array, targets: jax.Array
 ) -> tuple[jax.Array, list[str], dict[str, np.ndarray]]:
-    args, logits_fn = context.args, classifier.logits
+    """Maps of `inputs` (images, vectors, or a token model's embeddings) by logits_fn."""
+    args = context.args
     if args.method == "saliency":
         return jax.jit(attribution.saliency, static_argnums=0)(logits_fn, inputs, targets), [], {}
     if args.method == "gradxinput":
@@ -176,6 +198,11 @@ def _gradient_maps(
 def _baseline(context: _Context, inputs: jax.Array) -> jax.Array:
     if context.args.baseline == "zeros":
         return jnp.zeros_like(inputs[0])
+    if jnp.issubdtype(context.plan.dataset.features["input"].dtype, jnp.integer):
+        raise UserInputError(
+            f"--baseline mean averages real-valued inputs, and {context.run_dir} reads token "
+            "ids; their IG starts from the zero embedding: use --baseline zeros."
+        )
     # The train split's mean input, accumulated in float64 on the host.
     total, count = 0.0, 0
     for batch_inputs, _, _ in context.batches("train", None):

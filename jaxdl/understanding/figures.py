@@ -72,6 +72,62 @@ def attribution_grid(
     return fig
 
 
+# Token maps: cells per row, and the most tokens drawn per example (the .npz has them all).
+TOKENS_PER_ROW, MAX_TOKENS_DRAWN = 48, 480
+
+
+def token_scores(maps: np.ndarray, signed: bool) -> np.ndarray:
+    """(N, T) per-token scores of (N, T, D) embedding attributions: the sum over the embedding
+    (signed, so IG's completeness carries over) or its L2 norm (magnitudes)."""
+    return maps.sum(axis=-1) if signed else np.sqrt((maps**2).sum(axis=-1))
+
+
+def token_grid(
+    texts: list[list[str]],
+    scores: np.ndarray,
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    signed: bool,
+    title: str,
+) -> object:
+    """One block per example: its tokens (`texts[i]`, the first len(texts[i]) of `scores[i]`)
+    as cells coloured by their score, TOKENS_PER_ROW to a row."""
+    plt = plots.pyplot()
+    shown = [text[:MAX_TOKENS_DRAWN] for text in texts]
+    rows = [max(1, math.ceil(len(text) / TOKENS_PER_ROW)) for text in shown]
+    fig, axes = plt.subplots(
+        len(shown),
+        1,
+        figsize=(0.22 * TOKENS_PER_ROW + 0.5, 0.3 * sum(rows) + 0.45 * len(shown) + 0.6),
+        gridspec_kw={"height_ratios": rows},
+        squeeze=False,
+    )
+    cmap = plt.get_cmap(SIGNED_CMAP if signed else MAGNITUDE_CMAP).copy()
+    cmap.set_bad("white")
+    for index, (ax, text, count) in enumerate(zip(axes[:, 0], shown, rows, strict=True)):
+        cells = np.full(count * TOKENS_PER_ROW, np.nan)
+        cells[: len(text)] = scores[index][: len(text)]
+        bound = max(float(np.nanmax(np.abs(cells))) if text else 0.0, 1e-12)
+        low = -bound if signed else 0.0
+        ax.imshow(cells.reshape(count, TOKENS_PER_ROW), cmap=cmap, vmin=low, vmax=bound)
+        for position, token in enumerate(text):
+            row, col = divmod(position, TOKENS_PER_ROW)
+            ax.text(col, row, token, ha="center", va="center", fontsize=8, family="monospace")
+        mark = "" if predictions[index] == labels[index] else " (wrong)"
+        more = (
+            f", first {MAX_TOKENS_DRAWN} of {len(texts[index])} tokens"
+            if len(texts[index]) > MAX_TOKENS_DRAWN
+            else ""
+        )
+        ax.set_title(
+            f"label {labels[index]} pred {predictions[index]}{mark}{more}", fontsize=7, loc="left"
+        )
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def image_grid(images: np.ndarray, title: str) -> object:
     """(N, H, W, C) images in [0, 1], as square a grid as fits."""
     plt = plots.pyplot()

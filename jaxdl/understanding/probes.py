@@ -2,8 +2,9 @@
 
 Flax's `nn.intercept_methods` sees every submodule call while the model is applied: that is
 enough to list the convolution and dense layers in the order they run, to read the input of
-the final dense layer (the penultimate features), and to add a perturbation to one layer's
-output, whose gradient is the gradient with respect to that activation (Grad-CAM).
+the final dense layer (the penultimate features), to add a perturbation to one layer's
+output, whose gradient is the gradient with respect to that activation (Grad-CAM), and to
+replace a token model's embedded inputs (gradients of token ids are taken at the embeddings).
 """
 
 from collections.abc import Callable
@@ -30,6 +31,21 @@ def _path(module: nn.Module) -> str:
 
 def _is_layer_call(context: Any) -> bool:
     return context.method_name == "__call__" and isinstance(context.module, nn.Conv | nn.Dense)
+
+
+def _is_token_embedding(args: tuple, out: Any, ids_shape: tuple[int, ...]) -> bool:
+    """A call that maps the (B, T) integer ids to (B, T, D) floats: an nn.Embed, or a model's
+    own embedding method (the RNN's `_inputs`)."""
+    ids, shape = (args[0] if args else None), tuple(ids_shape)
+    return (
+        isinstance(ids, jax.Array)
+        and jnp.issubdtype(ids.dtype, jnp.integer)
+        and tuple(ids.shape) == shape
+        and isinstance(out, jax.Array)
+        and jnp.issubdtype(out.dtype, jnp.floating)
+        and tuple(out.shape[:-1]) == shape
+        and out.ndim == len(shape) + 1
+    )
 
 
 class Classifier:
@@ -95,6 +111,43 @@ class Classifier:
             return logits, seen[0].astype(jnp.float32)
 
         return layer_fn
+
+    def token_embeddings(self, ids: jax.Array) -> jax.Array:
+        """(B, T, D) float32: the embedded ids, the output of the first call (innermost first)
+        that maps the ids to one vector per token."""
+        seen: list[jax.Array] = []
+
+        def record(next_fun, args, kwargs, context):
+            out = next_fun(*args, **kwargs)
+            if not seen and _is_token_embedding(args, out, ids.shape):
+                seen.append(out)
+            return out
+
+        self._run(ids, record)
+        if not seen:
+            raise UserInputError(
+                "the model has no call that embeds its token ids (one vector per token), so "
+                "there is nothing to take gradients at; use --method embedding or neighbors."
+            )
+        return seen[0].astype(jnp.float32)
+
+    def logits_of_embeddings(self, ids: jax.Array) -> Callable[[jax.Array], jax.Array]:
+        """embeddings (B, T, D) -> logits: the model on `ids` with the call `token_embeddings`
+        reads returning `embeddings` instead."""
+
+        def logits_fn(embeddings: jax.Array) -> jax.Array:
+            replaced: list[bool] = []
+
+            def replace(next_fun, args, kwargs, context):
+                out = next_fun(*args, **kwargs)
+                if not replaced and _is_token_embedding(args, out, ids.shape):
+                    replaced.append(True)
+                    return embeddings.astype(out.dtype)
+                return out
+
+            return self._run(ids, replace)
+
+        return logits_fn
 
     def penultimate(self, inputs: jax.Array) -> jax.Array:
         """(B, D): the input of the last dense layer that runs, the classifier head."""
