@@ -121,6 +121,11 @@ def test_embedding_and_neighbors(capsys, reference_run, tmp_path):
     arrays = load(out)
     assert arrays["train_indices"].shape == arrays["distances"].shape == (4, 3)
     assert np.all(np.diff(arrays["distances"], axis=1) >= 0)
+    # Queries spread over the classes: by default one of each of the ten digits, in order.
+    code, _, err = explain(capsys, reference_run, tmp_path / "all.png", "--method", "neighbors")
+    assert code == 0, err
+    np.testing.assert_array_equal(load(tmp_path / "all.png")["query_labels"], np.arange(10))
+    assert len(set(arrays["query_labels"])) == 4
 
 
 BAD_INPUT = {

@@ -273,9 +273,29 @@ def _embedding(context: _Context) -> str:
     return f"wrote {context.out} and {npz}"
 
 
+def _per_class_queries(context: _Context) -> tuple[jax.Array, np.ndarray, dict[str, Any]]:
+    """Examples of --split spread over the classes: the first ceil(num / classes) of each class
+    in split order, `num` in all (default one per class, at most 20), sorted by class."""
+    classes = context.plan.dataset.num_classes
+    num = context.args.num or min(classes, 20)
+    per_class, taken = -(-num // classes), np.zeros(classes, int)
+    chosen: list[tuple[int, jax.Array, dict[str, Any]]] = []
+    for inputs, labels, extras in context.batches(context.args.split, None):
+        for row, label in enumerate(labels):
+            if taken[label] < per_class and len(chosen) < num:
+                taken[label] += 1
+                extra = {key: value[row] for key, value in extras.items()}
+                chosen.append((int(label), inputs[row], extra))
+        if len(chosen) == num:
+            break
+    chosen.sort(key=lambda item: item[0])
+    extras = {key: jnp.stack([e[key] for _, _, e in chosen]) for key in chosen[0][2]}
+    return jnp.stack([x for _, x, _ in chosen]), np.array([c for c, _, _ in chosen]), extras
+
+
 def _neighbors(context: _Context) -> str:
     args = context.args
-    queries, query_labels, extras = context.examples(args.split, args.num or 16)
+    queries, query_labels, extras = _per_class_queries(context)
     query_feats = np.asarray(Classifier(context.state, extras).penultimate(queries))
     train_feats, train_labels = context.split_features("train", None)
     indices, distances = features.nearest(query_feats, train_feats, args.neighbors)
