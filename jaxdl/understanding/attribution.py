@@ -90,7 +90,8 @@ def integrated_gradients(
     s = gradient . (x - baseline), must equal f(c) - f(a), and the difference measures the
     interval's error. A ReLU or max-pool network's gradient is piecewise constant along the
     path, so evenly spaced points converge only as 1 / steps; bisecting the intervals that hold
-    its jumps converges much faster for the same number of gradients.
+    its largest jumps spends the same gradients where they matter (on digits_cnn's test images:
+    half the median error at 128 steps, and 2.2x lower worst error at 256; README).
 
     `baseline` broadcasts against `inputs` (one image for all, or one per example).
     """
