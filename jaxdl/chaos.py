@@ -157,6 +157,15 @@ class Harness:
         if self.truncated is not None:
             self.truncated.setdefault("resumed_at", step)
 
+    def newest_readable(self, steps: list[int]) -> int | None:
+        """The newest of `steps` a restart can restore: not the checkpoint truncated on purpose
+        while its file is still cut (a kill after the truncation must not be held to it)."""
+        if self.truncated is not None:
+            cut = Path(self.truncated["file"])
+            if cut.exists() and cut.stat().st_size == self.truncated["size"] // 2:
+                steps = [step for step in steps if step != self.truncated["step"]]
+        return max(steps, default=None)
+
     def truncate(self) -> None:
         """Halves the largest file of the newest checkpoint's state; the next start must skip it."""
         steps = complete_steps(self.workdir)
@@ -201,7 +210,7 @@ class Harness:
                 kill["exit_s"] = round(time.monotonic() - sent, 3)
         expected = -signal.SIGKILL if name == "SIGKILL" else EXIT_PREEMPTED
         kill.update(exit_code=code, expected_exit=expected, exit_ok=code == expected)
-        kill["newest_complete"] = max(kill["checkpoints"], default=None)
+        kill["newest_complete"] = self.newest_readable(kill["checkpoints"])
         after = f" {kill['exit_s']:.1f} s after it" if "exit_s" in kill else ""
         after += "" if kill["exit_ok"] else f" (expected {expected})"
         self.say(

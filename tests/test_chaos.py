@@ -69,3 +69,22 @@ def test_default_twenty_kills_survived(tmp_path):
     result, last = run_chaos(tmp_path / "chaos", timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "20/20 kills survived, fingerprint identical, 0 checkpoints lost" in last
+
+
+def test_a_kill_after_the_truncation_is_not_held_to_the_truncated_checkpoint(tmp_path):
+    # Seen in a slow run: checkpoint 35 truncated, the next process resumed from 30, was
+    # stopped by SIGTERM at step 31 and saved it; its successor resumed at 31, which is right,
+    # but the kill had been checked against 35.
+    from argparse import Namespace
+
+    from jaxdl.chaos import Harness
+
+    harness = Harness(Namespace(dir=tmp_path, quiet=True), [], None)
+    cut = tmp_path / "array_data"
+    cut.write_bytes(b"x" * 50)
+    assert harness.newest_readable([20, 30, 35]) == 35
+    harness.truncated = {"step": 35, "file": str(cut), "size": 100, "logs": []}
+    assert harness.newest_readable([20, 30, 35]) == 30
+    cut.write_bytes(b"x" * 100)  # Saved again whole by a later process: readable again.
+    assert harness.newest_readable([20, 30, 35]) == 35
+    assert harness.newest_readable([]) is None
