@@ -15,6 +15,7 @@ from jaxdl.understanding.explain import ATTRIBUTION_METHODS, SIGNED
 from jaxdl.understanding.probes import Classifier
 
 FEATURE_BATCH = 256
+VISIBLE_SPACE = "\u2423"  # Open box: a space byte in a token cell.
 
 
 def explain(args: argparse.Namespace) -> str:
@@ -141,7 +142,7 @@ def _token_texts(context: _Context, ids: np.ndarray, extras: dict[str, Any]) -> 
         if as_bytes and 33 <= token < 127:
             return chr(token)
         if as_bytes and token == 32:
-            return "\u2423"  # Open box: a visible space.
+            return VISIBLE_SPACE
         return f"#{token}"
 
     return [[text(int(t)) for t in row[:length]] for row, length in zip(ids, lengths, strict=True)]
@@ -293,17 +294,39 @@ def _per_class_queries(context: _Context) -> tuple[jax.Array, np.ndarray, dict[s
     return jnp.stack([x for _, x, _ in chosen]), np.array([c for c, _, _ in chosen]), extras
 
 
+def _as_line(tokens: list[str]) -> str:
+    """Tokens joined into a line of text, spaces as spaces (the token cells mark them)."""
+    return "".join(" " if token == VISIBLE_SPACE else token for token in tokens)
+
+
 def _neighbors(context: _Context) -> str:
     args = context.args
     queries, query_labels, extras = _per_class_queries(context)
     query_feats = np.asarray(Classifier(context.state, extras).penultimate(queries))
     train_feats, train_labels = context.split_features("train", None)
     indices, distances = features.nearest(query_feats, train_feats, args.neighbors)
-    train_inputs = np.concatenate([x for x, _, _ in context.batches("train", None)])
+    train_batches = list(context.batches("train", None))
+    train_inputs = np.concatenate([x for x, _, _ in train_batches])
     title = f"nearest train examples in penultimate-feature space, {context.model}"
-    fig = figures.neighbor_grid(
-        np.asarray(queries), query_labels, train_inputs[indices], train_labels[indices], title
-    )
+    if jnp.issubdtype(queries.dtype, jnp.integer):  # Token sequences: drawn as text.
+        lengths = {}
+        if "lengths" in extras:
+            lengths = {"lengths": np.concatenate([e["lengths"] for _, _, e in train_batches])}
+        query_texts = [_as_line(t) for t in _token_texts(context, np.asarray(queries), extras)]
+        train_texts = _token_texts(context, train_inputs, lengths)
+        neighbor_texts = [[_as_line(train_texts[i]) for i in row] for row in indices]
+        fig = figures.text_neighbors(
+            query_texts,
+            query_labels,
+            neighbor_texts,
+            train_labels[indices],
+            distances,
+            title,
+        )
+    else:
+        fig = figures.neighbor_grid(
+            np.asarray(queries), query_labels, train_inputs[indices], train_labels[indices], title
+        )
     arrays = {
         "queries": np.asarray(queries),
         "query_labels": query_labels,

@@ -185,6 +185,37 @@ def neighbor_grid(
     return fig
 
 
+def text_neighbors(
+    queries: list[str],
+    query_labels: np.ndarray,
+    neighbors: list[list[str]],
+    neighbor_labels: np.ndarray,
+    distances: np.ndarray,
+    title: str,
+    width: int = 90,
+) -> object:
+    """The neighbours of token sequences, as lines of text: each query, then its nearest
+    training sequences with their labels and distances (lines cut at `width` characters)."""
+    plt = plots.pyplot()
+
+    def cut(text: str) -> str:
+        return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+    lines: list[tuple[str, bool]] = []
+    for row, query in enumerate(queries):
+        lines.append((f"query, label {query_labels[row]}: {cut(query)}", True))
+        for col, text in enumerate(neighbors[row]):
+            label, distance = neighbor_labels[row, col], distances[row, col]
+            lines.append((f"  train, label {label}, distance {distance:.3g}: {cut(text)}", False))
+    fig = plt.figure(figsize=(0.075 * (width + 40), 0.2 * len(lines) + 0.8))
+    for index, (line, is_query) in enumerate(lines):
+        y = 1.0 - (index + 0.5) / len(lines)
+        weight = "bold" if is_query else "normal"
+        fig.text(0.01, y * 0.92, line, family="monospace", fontsize=7, weight=weight, va="center")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def write_outputs(fig: object, arrays: dict[str, np.ndarray], png: Path) -> Path:
     """The figure to `png` and `arrays` to the .npz beside it, each written atomically
     (engine/workdir.write_atomic), so an interrupted command leaves no half-written file."""
