@@ -204,6 +204,8 @@ def test_token_attributions_of_a_sequence_classifier(capsys, tmp_path, sequence_
     code, _, err = explain(capsys, run, tmp_path / "s.png", "--method", "saliency", "--num", "3")
     assert code == 0, err
     assert load(tmp_path / "s.png")["display_maps"].min() >= 0.0
+    code, _, err = explain(capsys, run, tmp_path / "f.png", "--method", "filters")
+    assert_error(code, err, "no image", "use embedding or neighbors")
     code, stdout, err = explain(capsys, run, tmp_path / "n.png", "--method", "neighbors")
     assert code == 0, err
     assert "of 2 queries" in stdout  # One per class: balanced or not.

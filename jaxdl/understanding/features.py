@@ -33,7 +33,9 @@ def dense_filters(kernel: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarra
     if kernel.shape[0] != int(np.prod(input_shape)):
         raise UserInputError(
             f"the first dense layer reads {kernel.shape[0]} features, not the "
-            f"{'x'.join(map(str, input_shape))} input, so its weights are no image."
+            f"{'x'.join(map(str, input_shape))} input, so its weights are no image; "
+            "--method filters is for convolutions and MLPs on images (use embedding or "
+            "neighbors here)."
         )
     return _unit_range(kernel.T.reshape(-1, *input_shape))
 
