@@ -138,6 +138,10 @@ BAD_INPUT = {
     "bad quadrature": (["--method", "ig", "--quadrature", "gauss"], ["--quadrature 'gauss'"]),
     "negative tolerance": (["--method", "ig", "--tolerance", "-0.1"], ["--tolerance -0.1"]),
     "max steps below steps": (["--method", "ig", "--max-steps", "64"], ["--max-steps 64"]),
+    "max steps below set steps": (
+        ["--method", "ig", "--steps", "32", "--max-steps", "16"],
+        ["--max-steps 16 is below --steps 32"],
+    ),
     "bad embedding": (["--method", "embedding", "--embedding", "umap"], ["--embedding", "tsne"]),
     "bad split": (["--method", "ig", "--split", "dev"], ["--split 'dev'"]),
     "too many neighbors": (["--method", "neighbors", "--neighbors", "100000"], ["--neighbors"]),

@@ -56,7 +56,7 @@ def check_args(args: argparse.Namespace) -> None:
             f"--tolerance {args.tolerance}: give the completeness error allowed as a fraction in "
             "[0, 1) (0.01 is 1%; 0 never refines)."
         )
-    if args.max_steps < args.steps:
+    if args.max_steps is not None and args.max_steps < args.steps:
         raise UserInputError(
             f"--max-steps {args.max_steps} is below --steps {args.steps}; give at least --steps."
         )
@@ -110,7 +110,7 @@ def add_parser(sub: argparse._SubParsersAction, verbose_help: str) -> None:
         "twice the steps (0: never)",
     )
     parser.add_argument(
-        "--max-steps", type=int, default=1024, help="ig: the most steps refinement goes to"
+        "--max-steps", type=int, help="ig: the most steps refinement goes to (default 8 x --steps)"
     )
     parser.add_argument("--layer", help="gradcam: a convolution's path (default: the last)")
     parser.add_argument("--embedding", default="pca", help="embedding: pca or tsne")

@@ -164,6 +164,7 @@ def _gradient_maps(
         )
         return maps, [f"SmoothGrad: {args.samples} samples, noise {args.noise}"], {}
     baseline = _baseline(context, inputs)
+    max_steps = 8 * args.steps if args.max_steps is None else args.max_steps
     maps, errors, used = attribution.refined_integrated_gradients(
         logits_fn,
         inputs,
@@ -172,7 +173,7 @@ def _gradient_maps(
         args.steps,
         args.quadrature,
         args.tolerance,
-        args.max_steps,
+        max_steps,
     )
     note = (
         f"IG completeness ({args.quadrature} rule, {args.baseline} baseline, {len(errors)} examples"
@@ -185,7 +186,7 @@ def _gradient_maps(
             note += ", refined: " + ", ".join(f"{k} at {n} steps" for n, k in refined.items())
         above = int((errors > args.tolerance).sum())
         if above:
-            note += f"; {above} still above at --max-steps {args.max_steps}"
+            note += f"; {above} still above at --max-steps {max_steps}"
     else:
         note += f", {args.steps} steps)"
     note += (
