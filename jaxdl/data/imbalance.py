@@ -3,7 +3,7 @@
 `data.imbalance_ratio=r` (r > 1) keeps int(n_max * r^(-k / (C - 1))) train examples of class k
 (at most all it has), the exponential profile of Cui et al. 2019, where n_max is the largest
 class's count and k the label (after data.classes renumbers them). Which examples: the first
-ones of each class, or a seeded choice with data.subset_seed >= 0 (subset.pick_examples). Only
+ones of each class, or a seeded choice with data.subset_seed >= 0 (subset.first_per_class). Only
 the train split changes; validation and test stay as they are.
 
 `data.sampler='balanced'` draws every train position of the stream (order.py) as a class chosen
@@ -22,7 +22,13 @@ import numpy as np
 from jaxdl import config_checks
 from jaxdl.data.arrays import ExampleArrays
 from jaxdl.data.spec import DatasetSpec
-from jaxdl.data.subset import IndexedSource, Relabel, pick_examples, record_labels
+from jaxdl.data.subset import (
+    IndexedSource,
+    Relabel,
+    first_per_class,
+    record_labels,
+    subset_seed,
+)
 from jaxdl.errors import UserInputError
 
 SAMPLERS = config_checks.SAMPLERS
@@ -78,15 +84,7 @@ def apply_long_tail(spec: DatasetSpec, config: Mapping[str, Any]) -> DatasetSpec
     _require_class_labels(spec, "data.imbalance_ratio")
     labels = split_labels(spec)
     keep = long_tail_counts(np.bincount(labels, minlength=spec.num_classes), ratio)
-    seed = int(config.get("subset_seed", -1))
-    rows = np.sort(
-        np.concatenate(
-            [
-                pick_examples(np.flatnonzero(labels == label), int(keep[label]), seed, label)
-                for label in range(spec.num_classes)
-            ]
-        )
-    )
+    rows = first_per_class(labels, keep, subset_seed(config))
     train = spec.splits["train"]
     if isinstance(train, IndexedSource):  # Index the records directly, not a view of a view.
         train = IndexedSource(train.source, train.indices[rows])

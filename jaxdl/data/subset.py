@@ -101,7 +101,8 @@ def _check_per_class(value: Any) -> int:
     return int(value)
 
 
-def _subset_seed(config: Mapping[str, Any]) -> int:
+def subset_seed(config: Mapping[str, Any]) -> int:
+    """data.subset_seed, checked: -1 (the first examples) or a seed >= 0."""
     seed = config.get("subset_seed", -1)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < -1:
         raise UserInputError(
@@ -114,12 +115,14 @@ def _shown(value: Any) -> str:
     return repr(tuple(value)) if isinstance(value, list | tuple) else repr(value)
 
 
-def first_per_class(labels: np.ndarray, limit: int, seed: int = -1) -> np.ndarray:
-    """Positions of `limit` examples of each label, in their original order: the first ones,
-    or for a seed >= 0 (data.subset_seed) a seeded choice (pick_examples)."""
+def first_per_class(labels: np.ndarray, limit: int | np.ndarray, seed: int = -1) -> np.ndarray:
+    """Positions of `limit` examples of each label (`limit[label]` when it is an array of
+    per-class counts), in their original order: the first ones, or for a seed >= 0
+    (data.subset_seed) a seeded choice (pick_examples)."""
     keep = np.zeros(len(labels), bool)
     for label in np.unique(labels):
-        keep[pick_examples(np.flatnonzero(labels == label), limit, seed, int(label))] = True
+        count = int(limit[label]) if isinstance(limit, np.ndarray) else limit
+        keep[pick_examples(np.flatnonzero(labels == label), count, seed, int(label))] = True
     return np.flatnonzero(keep)
 
 
@@ -153,7 +156,7 @@ def apply_subset(spec: DatasetSpec, config: Mapping[str, Any]) -> DatasetSpec:
         if kept is not None:
             rows = np.flatnonzero(np.isin(labels, kept))
         if split == "train" and per_class:
-            rows = rows[first_per_class(labels[rows], per_class, _subset_seed(config))]
+            rows = rows[first_per_class(labels[rows], per_class, subset_seed(config))]
         if len(rows) == 0:
             raise UserInputError(
                 f"data.classes={_shown(classes)} leaves no example in the {split} split of "
