@@ -22,16 +22,29 @@ def _require(condition: bool, field: str, message: str) -> None:
         raise UserInputError(f"config.{field}: {message}")
 
 
-def _get(config: ml_collections.ConfigDict, field: str) -> Any:
+_REQUIRED = object()
+
+
+def _get(config: ml_collections.ConfigDict, field: str, default: Any = _REQUIRED) -> Any:
+    """The field's value; `default` for a field missing (configs saved before it existed)."""
     value = config
     for part in field.split("."):
+        if default is not _REQUIRED and part not in value:
+            return default
         value = value[part]
     return value
 
 
-def _check_choice(config: ml_collections.ConfigDict, field: str, choices: tuple[str, ...]) -> None:
-    value = _get(config, field)
+def _check_choice(
+    config: ml_collections.ConfigDict,
+    field: str,
+    choices: tuple[str, ...],
+    default: Any = _REQUIRED,
+) -> Any:
+    """The field's value, checked to be one of `choices`."""
+    value = _get(config, field, default)
     _require(value in choices, field, f"got {value!r}; choose one of {', '.join(choices)}.")
+    return value
 
 
 # Float fields that must be finite: inf passes range checks such as `> 0`, and nan in an optimizer
@@ -245,12 +258,7 @@ SAMPLERS = ("uniform", "balanced")
 def validate_imbalance(config: ml_collections.ConfigDict) -> None:
     """Imbalanced-data fields (README "Imbalanced data"); .get: configs built before 0.6.0."""
     task, data = config.task, config.data
-    weighting = task.get("class_weighting", "none")
-    _require(
-        weighting in CLASS_WEIGHTINGS,
-        "task.class_weighting",
-        f"got {weighting!r}; choose one of {', '.join(CLASS_WEIGHTINGS)}.",
-    )
+    weighting = _check_choice(config, "task.class_weighting", CLASS_WEIGHTINGS, "none")
     beta = task.get("class_weighting_beta", 0.999)
     _require(
         _is_number(beta) and 0 < beta < 1,
@@ -263,12 +271,7 @@ def validate_imbalance(config: ml_collections.ConfigDict) -> None:
         "task.focal_gamma",
         f"got {gamma!r}; it must be a finite number >= 0 (0 turns focal loss off; 2 is usual).",
     )
-    sampler = data.get("sampler", "uniform")
-    _require(
-        sampler in SAMPLERS,
-        "data.sampler",
-        f"got {sampler!r}; choose one of {', '.join(SAMPLERS)}.",
-    )
+    _check_choice(config, "data.sampler", SAMPLERS, "uniform")
     ratio = data.get("imbalance_ratio", 0.0)
     _require(
         _is_number(ratio) and (ratio == 0 or ratio >= 1),
