@@ -62,11 +62,14 @@ class _Context:
         inputs, labels, extras = next(self.batches(split, num, batch_size=num))
         return inputs, labels, extras
 
-    def split_features(self, split: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """Penultimate features (N, D) and labels of `split`."""
+    def split_features(
+        self, split: str, limit: int | None, batches: list | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Penultimate features (N, D) and labels of `split`, from `batches` when the caller
+        has already read them."""
         compiled = jax.jit(lambda state, x, extras: Classifier(state, extras).penultimate(x))
         feats, labels = [], []
-        for inputs, batch_labels, extras in self.batches(split, limit):
+        for inputs, batch_labels, extras in batches or self.batches(split, limit):
             feats.append(np.asarray(compiled(self.state, inputs, extras)))
             labels.append(batch_labels)
         return np.concatenate(feats), np.concatenate(labels)
@@ -304,9 +307,9 @@ def _neighbors(context: _Context) -> str:
     args = context.args
     queries, query_labels, extras = _per_class_queries(context)
     query_feats = np.asarray(Classifier(context.state, extras).penultimate(queries))
-    train_feats, train_labels = context.split_features("train", None)
+    train_batches = list(context.batches("train", None))  # One read for features and pictures.
+    train_feats, train_labels = context.split_features("train", None, train_batches)
     indices, distances = features.nearest(query_feats, train_feats, args.neighbors)
-    train_batches = list(context.batches("train", None))
     train_inputs = np.concatenate([x for x, _, _ in train_batches])
     title = f"nearest train examples in penultimate-feature space, {context.model}"
     if jnp.issubdtype(queries.dtype, jnp.integer):  # Token sequences: drawn as text.
