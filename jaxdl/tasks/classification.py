@@ -156,33 +156,29 @@ class ClassificationTask(Task):
                     state.teacher_variables(), batch["input"], train=False, **model_kwargs(batch)
                 )
             )
-        inputs, attacked = batch["input"], None
-        if self.adversarial is not None:  # Attack the current parameters (tasks/adversarial.py).
 
-            def logits_fn(x):  # Training mode, as the loss sees it; its BN updates are dropped.
-                variables = {"params": state.params, **state.model_state}
-                return state.apply_fn(
-                    variables,
-                    x,
-                    train=True,
-                    rngs={"dropout": rng},
-                    mutable=mutable,
-                    **model_kwargs(batch),
-                )[0]
-
-            attacked = self.adversarial.examples(logits_fn, batch, rng, weights)
-            inputs = batch["input"] if self.adversarial.trains_on_clean else attacked
-
-        def loss_fn(params):
-            variables = {"params": params, **state.model_state}
-            logits, new_model_state = state.apply_fn(
+        def forward(variables: Any, x: jax.Array) -> tuple[jax.Array, Any]:
+            """(logits, updated model state) in training mode: the loss's, and the attack's."""
+            return state.apply_fn(
                 variables,
-                inputs,
+                x,
                 train=True,
                 rngs={"dropout": rng},
                 mutable=mutable,
                 **model_kwargs(batch),
             )
+
+        inputs, attacked = batch["input"], None
+        if self.adversarial is not None:  # Attack the current parameters (tasks/adversarial.py).
+
+            def logits_fn(x):  # Training mode, as the loss sees it; its BN updates are dropped.
+                return forward({"params": state.params, **state.model_state}, x)[0]
+
+            attacked = self.adversarial.examples(logits_fn, batch, rng, weights)
+            inputs = batch["input"] if self.adversarial.trains_on_clean else attacked
+
+        def loss_fn(params):
+            logits, new_model_state = forward({"params": params, **state.model_state}, inputs)
             losses = self._loss(logits, self._targets(batch), self.label_smoothing, self.balance)
             terms = {"label_loss": weighted_mean(losses, weights)}
             loss = terms["label_loss"]
@@ -194,13 +190,8 @@ class ClassificationTask(Task):
                 alpha = self.teacher.alpha
                 loss = (1 - alpha) * terms["label_loss"] + alpha * terms["distill_loss"]
             if attacked is not None and self.adversarial.trains_on_clean:  # TRADES
-                adversarial_logits, new_model_state = state.apply_fn(
-                    {"params": params, **new_model_state},
-                    attacked,
-                    train=True,
-                    rngs={"dropout": rng},
-                    mutable=mutable,
-                    **model_kwargs(batch),
+                adversarial_logits, new_model_state = forward(
+                    {"params": params, **new_model_state}, attacked
                 )
                 kl = self.adversarial.divergence(logits, adversarial_logits)
                 terms["trades_kl"] = weighted_mean(kl, weights)
